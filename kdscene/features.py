@@ -1,0 +1,174 @@
+"""Feature taps: capture named intermediate outputs of any ``nn.Module`` with forward hooks.
+
+No backbone is re-implemented to return features. A :class:`FeatureTap` registers forward hooks on
+sub-modules named by their ``named_modules()`` path (``"layer3"``, ``"features.13"``,
+``"layer4.1.bn2"``) and, optionally, a forward pre-hook on the classifier head to capture the
+penultimate (pooled) vector. One forward pass of the model then yields a :class:`Features`.
+
+In-place operations: torchvision ResNets use ``ReLU(inplace=True)``, so the output of an inner
+module such as ``layer1.0.bn2`` is overwritten by ``out += identity; relu(out)`` after its hook
+has run. The tap records each captured tensor's version counter and raises a clear error if the
+tensor was modified in place before it is read; ``clone=True`` captures a copy instead.
+Stage outputs (``layer1`` ... ``layer4``) are never modified in place and need no copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class TapInfo:
+    """Static description of one tapped layer, measured by :func:`probe`.
+
+    Args:
+        name: module path inside the network.
+        channels: channel count of the captured map.
+        stride: input size divided by the map's height.
+        size: spatial size (H, W) of the map at the probed input size.
+    """
+
+    name: str
+    channels: int
+    stride: int
+    size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Features:
+    """What a distillation loss sees of one network for one batch.
+
+    Args:
+        logits: class scores, shape (B, num_classes).
+        maps: intermediate maps in tap order, each (B, C_l, H_l, W_l).
+        names: the module path of each map.
+        pooled: the penultimate vector fed to the classifier, (B, D), if tapped.
+    """
+
+    logits: Tensor
+    maps: tuple[Tensor, ...]
+    names: tuple[str, ...] = ()
+    pooled: Tensor | None = None
+
+
+def _module_names(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_modules() if name]
+
+
+def resolve_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
+    """Return the sub-modules called ``names``; raise listing the valid names if one is missing."""
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules or not n]
+    if missing:
+        valid = _module_names(model)
+        raise KeyError(
+            f"unknown layer name(s) {missing} for {type(model).__name__}; "
+            f"valid names are: {', '.join(valid)}"
+        )
+    return [modules[n] for n in names]
+
+
+class FeatureTap:
+    """Forward hooks that collect named intermediate outputs of ``model``.
+
+    Args:
+        model: any module; it is not modified apart from the hooks.
+        layers: module paths whose outputs become ``Features.maps``, in this order.
+        head: module path of the classifier; a pre-hook captures its input as ``Features.pooled``
+            (flattened to (B, D)). ``None`` skips it.
+        clone: copy each captured map (needed only for layers whose output is later modified
+            in place, such as a ResNet block's ``bn2``).
+
+    Use ``tap(x)`` to run the model and get a :class:`Features`; call :meth:`remove` to detach.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[str],
+        head: str | None = None,
+        clone: bool = False,
+    ) -> None:
+        self.model = model
+        self.layers = tuple(layers)
+        self.head = head
+        self.clone = clone
+        self._store: dict[str, tuple[Tensor, int]] = {}
+        self._pooled: Tensor | None = None
+        self._handles = []
+        for name, module in zip(self.layers, resolve_modules(model, self.layers)):
+            self._handles.append(module.register_forward_hook(self._make_hook(name)))
+        if head is not None:
+            (head_module,) = resolve_modules(model, [head])
+            self._handles.append(head_module.register_forward_pre_hook(self._head_hook))
+
+    def _make_hook(self, name: str):
+        def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
+            if not isinstance(output, Tensor):
+                raise TypeError(f"layer {name!r} returned {type(output).__name__}, not a Tensor")
+            if self.clone:
+                output = output.clone()
+            self._store[name] = (output, output._version)
+
+        return hook
+
+    def _head_hook(self, module: nn.Module, args: tuple) -> None:
+        self._pooled = torch.flatten(args[0], 1)
+
+    def _collect(self) -> tuple[Tensor, ...]:
+        maps = []
+        for name in self.layers:
+            if name not in self._store:
+                raise RuntimeError(f"layer {name!r} did not run in the forward pass")
+            tensor, version = self._store[name]
+            if tensor._version != version:
+                raise RuntimeError(
+                    f"the output of layer {name!r} was modified in place after it was captured "
+                    "(an in-place ReLU or residual add); tap a different layer or use clone=True"
+                )
+            maps.append(tensor)
+        return tuple(maps)
+
+    def __call__(self, x: Tensor) -> Features:
+        """Run the model on ``x`` and return its logits with the tapped maps."""
+        self._store.clear()
+        self._pooled = None
+        logits = self.model(x)
+        maps = self._collect()
+        pooled, self._pooled = self._pooled, None
+        self._store.clear()
+        return Features(logits=logits, maps=maps, names=self.layers, pooled=pooled)
+
+    def remove(self) -> None:
+        """Detach every hook from the model."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+@torch.no_grad()
+def probe(tap: FeatureTap, image_size: int | tuple[int, int], in_chans: int = 3) -> list[TapInfo]:
+    """Run one dummy image through ``tap.model`` in eval mode and describe every tapped map.
+
+    The model's train/eval mode is restored afterwards.
+    """
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    model = tap.model
+    was_training = model.training
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    model.eval()
+    try:
+        feats = tap(torch.zeros(1, in_chans, h, w, device=device))
+    finally:
+        model.train(was_training)
+    infos = []
+    for name, fmap in zip(feats.names, feats.maps):
+        if fmap.dim() != 4:
+            raise ValueError(f"layer {name!r} gives a {fmap.dim()}-d tensor; taps must be (B,C,H,W)")
+        infos.append(TapInfo(name, fmap.shape[1], max(h // fmap.shape[2], 1), tuple(fmap.shape[2:])))
+    return infos

@@ -1,0 +1,22 @@
+"""Distillation losses: plain ``nn.Module``s, importable without Lightning or Hydra.
+
+Every loss takes ``(student: Features, teacher: Features | None, labels)`` and returns a dict of
+named, already-weighted terms.
+"""
+
+from kdscene.features import Features, TapInfo
+from kdscene.losses.at import ATLoss, attention_map
+from kdscene.losses.base import DistillLoss
+from kdscene.losses.ce import CrossEntropyLoss
+from kdscene.losses.kd import KDLoss, kd_divergence
+
+__all__ = [
+    "ATLoss",
+    "CrossEntropyLoss",
+    "DistillLoss",
+    "Features",
+    "KDLoss",
+    "TapInfo",
+    "attention_map",
+    "kd_divergence",
+]
