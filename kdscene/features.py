@@ -9,7 +9,9 @@ In-place operations: torchvision ResNets use ``ReLU(inplace=True)``, so the outp
 module such as ``layer1.0.bn2`` is overwritten by ``out += identity; relu(out)`` after its hook
 has run. The tap records each captured tensor's version counter and raises a clear error if the
 tensor was modified in place before it is read; ``clone=True`` captures a copy instead.
-Stage outputs (``layer1`` ... ``layer4``) are never modified in place and need no copy.
+Stage outputs (``layer1`` ... ``layer4``) are never modified in place and need no copy. Under
+``torch.inference_mode`` tensors carry no version counter, so the check cannot run there: kdscene's
+trainer configs set ``inference_mode: false`` (plain ``no_grad``) so that it runs in validation too.
 """
 
 from __future__ import annotations
@@ -66,8 +68,7 @@ def resolve_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
     if missing:
         valid = _module_names(model)
         raise KeyError(
-            f"unknown layer name(s) {missing} for {type(model).__name__}; "
-            f"valid names are: {', '.join(valid)}"
+            f"unknown layer name(s) {missing} for {type(model).__name__}; valid names are: {', '.join(valid)}"
         )
     return [modules[n] for n in names]
 
@@ -112,7 +113,9 @@ class FeatureTap:
                 raise TypeError(f"layer {name!r} returned {type(output).__name__}, not a Tensor")
             if self.clone:
                 output = output.clone()
-            self._store[name] = (output, output._version)
+            # Inference tensors (torch.inference_mode) keep no version counter: nothing to check.
+            version = -1 if output.is_inference() else output._version
+            self._store[name] = (output, version)
 
         return hook
 
@@ -125,7 +128,7 @@ class FeatureTap:
             if name not in self._store:
                 raise RuntimeError(f"layer {name!r} did not run in the forward pass")
             tensor, version = self._store[name]
-            if tensor._version != version:
+            if version >= 0 and tensor._version != version:
                 raise RuntimeError(
                     f"the output of layer {name!r} was modified in place after it was captured "
                     "(an in-place ReLU or residual add); tap a different layer or use clone=True"

@@ -31,12 +31,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdscene.features import Features
-from kdscene.losses.base import DistillLoss, check_same_count
+from kdscene.losses.base import DistillLoss, check_same_count, upcast
 
 
 def attention_map(fmap: Tensor, p: float = 2.0) -> Tensor:
     """L2-normalised, flattened channel mean of |F|^p; (B, C, H, W) -> (B, H·W)."""
-    am = fmap.float().abs().pow(p).mean(dim=1)
+    am = upcast(fmap).abs().pow(p).mean(dim=1)
     return F.normalize(am.flatten(1), dim=1)
 
 
@@ -59,7 +59,9 @@ class ATLoss(DistillLoss):
             on size mismatch) or ``"paper"`` (Eq. 2: (1/2)·batch mean of the L2 distance).
     """
 
-    def __init__(self, weight: float = 1000.0, p: float = 2.0, mode: Literal["code", "paper"] = "code") -> None:
+    def __init__(
+        self, weight: float = 1000.0, p: float = 2.0, mode: Literal["code", "paper"] = "code"
+    ) -> None:
         super().__init__(weight)
         if mode not in ("code", "paper"):
             raise ValueError(f"mode must be 'code' or 'paper', got {mode!r}")
@@ -82,6 +84,7 @@ class ATLoss(DistillLoss):
         assert teacher is not None, "ATLoss needs the teacher's features"
         check_same_count(student, teacher, "ATLoss")
         total = sum(
-            self._one_scale(s, t, n) for s, t, n in zip(student.maps, teacher.maps, student.names or [""] * 99)
+            self._one_scale(s, t, n)
+            for s, t, n in zip(student.maps, teacher.maps, student.names or [""] * 99)
         )
         return {"at": self.weight * total}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from kdscene.features import Features
@@ -47,3 +48,8 @@ def check_same_count(student: Features, teacher: Features, what: str) -> None:
             f"{what}: the student taps {len(student.maps)} maps {list(student.names)} but the "
             f"teacher taps {len(teacher.maps)} {list(teacher.names)}; they must pair up one to one"
         )
+
+
+def upcast(x: Tensor) -> Tensor:
+    """Half-precision tensors (autocast) to float32; float32/float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

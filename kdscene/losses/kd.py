@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdscene.features import Features
-from kdscene.losses.base import DistillLoss
+from kdscene.losses.base import DistillLoss, upcast
 
 
 def kd_divergence(
@@ -29,8 +29,8 @@ def kd_divergence(
     reduction: Literal["batchmean", "mean"] = "batchmean",
 ) -> Tensor:
     """T²-scaled KL(p_t ‖ p_s) between temperature-softened distributions."""
-    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=1)
-    log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
+    log_p_s = F.log_softmax(upcast(student_logits) / temperature, dim=1)
+    log_p_t = F.log_softmax(upcast(teacher_logits) / temperature, dim=1)
     kl = F.kl_div(log_p_s, log_p_t, reduction=reduction, log_target=True)
     return kl * temperature**2
 

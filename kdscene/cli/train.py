@@ -1,0 +1,76 @@
+"""``kdscene-train``: fit a DistillationModule from a Hydra config, then test its best checkpoint.
+
+Teacher training is the same command with ``distill=none`` and the teacher's architecture as student:
+``kdscene-train distill=none student=resnet50``; the saved checkpoint then serves as
+``teacher.checkpoint=<path>`` (kdscene strips the ``student.`` prefix when loading it).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from kdscene.cli.common import CONFIG_DIR, backbone_spec, instantiate_group, to_plain
+from kdscene.module import DistillationModule
+
+log = logging.getLogger(__name__)
+
+
+def build_module(cfg: DictConfig, num_classes: int) -> DistillationModule:
+    """The DistillationModule described by ``cfg`` for a data set with ``num_classes`` classes."""
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    return DistillationModule(
+        student=backbone_spec(cfg.student, num_classes),
+        teacher=backbone_spec(cfg.get("teacher"), num_classes),
+        distill=instantiate(cfg.distill.terms, _convert_="all"),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=scheduler,
+        image_size=cfg.data.image_size,
+        channels_last=cfg.channels_last,
+        eval_teacher=cfg.eval_teacher,
+    )
+
+
+def _finish_wandb(loggers: list) -> None:
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        wandb.finish()
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Seed, build data, module, callbacks, loggers and trainer; fit; test; return the metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    module = build_module(cfg, datamodule.num_classes)
+    callbacks = instantiate_group(cfg.get("callbacks")) + instantiate_group(cfg.distill.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(to_plain(cfg))
+    try:
+        if cfg.train:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if cfg.test:
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    finally:
+        _finish_wandb(loggers)
+    log.info("metrics: %s", metrics)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()

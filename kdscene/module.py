@@ -1,0 +1,274 @@
+"""DistillationModule: a frozen teacher, a trainable student and a weighted sum of loss terms.
+
+One training step (DESIGN.md): the teacher runs under ``no_grad`` in eval mode and its
+:class:`~kdscene.features.FeatureTap` fills its :class:`~kdscene.features.Features`; the student runs
+with grad; every distill term gets ``(student, teacher, labels)`` and returns already-weighted
+scalars; the loss is their sum. The optimizer sees the student's parameters plus those the terms own
+(adapters, dictionaries, filters), never the teacher's.
+
+The teacher's weights are not written into checkpoints: the hyper-parameters record its
+:class:`~kdscene.models.BackboneSpec` (name and checkpoint path) and the teacher is rebuilt from it.
+Lightning warns that the teacher is "in eval mode at the start of training": that is intended.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from kdscene.features import Features, FeatureTap, TapInfo, probe
+from kdscene.models import BackboneSpec, build_backbone
+
+LossFactory = Callable[..., nn.Module]
+
+
+def _needs_teacher(term: LossFactory | nn.Module) -> bool:
+    target = getattr(term, "func", term)
+    return bool(getattr(target, "needs_teacher", True))
+
+
+def build_term(
+    factory: LossFactory | nn.Module, student_taps: Sequence[TapInfo], teacher_taps: Sequence[TapInfo]
+) -> nn.Module:
+    """Call a loss factory, passing the probed tap shapes if its constructor accepts them."""
+    if isinstance(factory, nn.Module):
+        return factory
+    target = getattr(factory, "func", factory)
+    params = inspect.signature(target).parameters
+    kwargs: dict[str, Any] = {}
+    if "student_taps" in params:
+        kwargs["student_taps"] = list(student_taps)
+    if "teacher_taps" in params:
+        kwargs["teacher_taps"] = list(teacher_taps)
+    return factory(**kwargs)
+
+
+def _accuracy_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc_top1": MulticlassAccuracy(num_classes, average="micro"),
+            "acc_mean_class": MulticlassAccuracy(num_classes, average="macro"),
+        },
+        prefix=prefix,
+    )
+
+
+class DistillationModule(L.LightningModule):
+    """Train ``student`` from ``teacher`` with the loss terms in ``distill``.
+
+    Args:
+        student: the student network's spec (``num_classes`` must be set).
+        distill: term name -> loss factory (``functools.partial`` from Hydra's ``_partial_: true``) or
+            an already-built loss. Factories whose constructor takes ``student_taps``/``teacher_taps``
+            receive the probed shapes. ``{"ce": CrossEntropyLoss}`` alone trains without a teacher.
+        optimizer: factory taking ``params=`` (a partial such as ``torch.optim.SGD(lr=0.1)``).
+        teacher: the teacher's spec; required when a term needs it, ignored otherwise.
+        scheduler: factory taking ``optimizer=``, or ``None``.
+        scheduler_interval: ``"epoch"`` or ``"step"``.
+        image_size: input size used to probe the feature shapes once at construction.
+        channels_last: run both networks in channels-last memory format.
+        eval_teacher: measure and log the teacher's validation accuracy when training starts.
+    """
+
+    def __init__(
+        self,
+        student: BackboneSpec,
+        distill: Mapping[str, LossFactory | nn.Module],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        teacher: BackboneSpec | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "epoch",
+        image_size: int = 224,
+        channels_last: bool = False,
+        eval_teacher: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        if not distill:
+            raise ValueError("distill is empty: give at least one loss term, e.g. {'ce': CrossEntropyLoss}")
+        self.student = build_backbone(student)
+        self.student_tap = FeatureTap(self.student, student.tap_layers, student.tap_head)
+        self.teacher: nn.Module | None = None
+        self.teacher_tap: FeatureTap | None = None
+        needing = [k for k, f in distill.items() if _needs_teacher(f)]
+        if needing:
+            self._build_teacher(teacher, student, needing)
+        student_taps = probe(self.student_tap, image_size)
+        teacher_taps = probe(self.teacher_tap, image_size) if self.teacher_tap else []
+        self.distill = nn.ModuleDict(
+            {k: build_term(f, student_taps, teacher_taps) for k, f in distill.items()}
+        )
+        n = student.num_classes
+        self.train_metrics = _accuracy_metrics(n, "train/")
+        self.val_metrics = _accuracy_metrics(n, "val/")
+        self.test_metrics = _accuracy_metrics(n, "test/")
+        self.val_acc_best = MaxMetric()
+
+    # -- construction -------------------------------------------------------------------------
+    def _build_teacher(self, spec: BackboneSpec | None, student: BackboneSpec, needing: list[str]) -> None:
+        if spec is None:
+            raise ValueError(f"the distill terms {needing} need a teacher, but no teacher was given")
+        if spec.num_classes != student.num_classes:
+            raise ValueError(
+                f"teacher {spec.name!r} has {spec.num_classes} classes but student {student.name!r} has "
+                f"{student.num_classes}; both must predict the same classes"
+            )
+        if not spec.checkpoint:
+            rank_zero_info(f"[kdscene] WARNING: teacher {spec.name!r} has no checkpoint: it is random")
+        self.teacher = build_backbone(spec)
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        self.teacher_tap = FeatureTap(self.teacher, spec.tap_layers, spec.tap_head)
+
+    def train(self, mode: bool = True) -> DistillationModule:
+        """Switch the student and the terms to ``mode``; the teacher always stays in eval."""
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def configure_model(self) -> None:
+        if self.hparams.channels_last:
+            self.student.to(memory_format=torch.channels_last)
+            if self.teacher is not None:
+                self.teacher.to(memory_format=torch.channels_last)
+
+    # -- the step ---------------------------------------------------------------------------
+    def forward(self, images: Tensor) -> Tensor:
+        """Student logits."""
+        return self.student(images)
+
+    def features(self, images: Tensor) -> tuple[Features, Features | None]:
+        """Student features (with grad) and teacher features (without), for one batch."""
+        teacher = None
+        if self.teacher_tap is not None:
+            with torch.no_grad():
+                teacher = self.teacher_tap(images)
+        return self.student_tap(images), teacher
+
+    def loss_terms(self, student: Features, teacher: Features | None, labels: Tensor) -> dict[str, Tensor]:
+        """Every weighted term, named ``<config key>`` or ``<config key>_<sub-term>``."""
+        terms: dict[str, Tensor] = {}
+        for key, loss in self.distill.items():
+            out = loss(student, teacher, labels)
+            for sub, value in out.items():
+                terms[key if len(out) == 1 else f"{key}_{sub}"] = value
+        return terms
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.hparams.channels_last:
+            return (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
+        return batch
+
+    def _shared_step(self, batch: Sequence[Tensor], split: str, metrics: MetricCollection) -> Tensor:
+        images, labels = batch[0], batch[1]
+        student, teacher = self.features(images)
+        terms = self.loss_terms(student, teacher, labels)
+        loss = torch.stack([v.float() for v in terms.values()]).sum()
+        bs = images.shape[0]
+        self.log(
+            f"{split}/loss",
+            loss,
+            on_step=split == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=bs,
+            sync_dist=split != "train",
+        )
+        for name, value in terms.items():
+            self.log(
+                f"{split}/loss_{name}",
+                value,
+                on_step=False,
+                on_epoch=True,
+                batch_size=bs,
+                sync_dist=split != "train",
+            )
+        metrics.update(student.logits.detach(), labels)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split != "train", batch_size=bs)
+        return loss
+
+    def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train", self.train_metrics)
+
+    def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test", self.test_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.val_metrics["acc_top1"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    # -- teacher accuracy -------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()
+        if self.teacher is not None and self.hparams.eval_teacher:
+            top1, mean_class = self.evaluate_teacher()
+            self.log("teacher/val_acc_top1", top1, rank_zero_only=True)
+            self.log("teacher/val_acc_mean_class", mean_class, rank_zero_only=True)
+            rank_zero_info(f"[kdscene] teacher val top-1 {top1:.4f}, mean-class {mean_class:.4f}")
+
+    def _teacher_batches(self) -> int | float:
+        trainer = self.trainer
+        if trainer.fast_dev_run:
+            return int(trainer.fast_dev_run)
+        limit = trainer.limit_val_batches
+        return limit if isinstance(limit, int) else float("inf")
+
+    @torch.no_grad()
+    def evaluate_teacher(self) -> tuple[float, float]:
+        """Top-1 and mean-class accuracy of the teacher on the validation loader (every rank, whole set)."""
+        dm = getattr(self.trainer, "datamodule", None)
+        loader = dm.val_dataloader() if dm is not None else self.trainer.val_dataloaders
+        metrics = _accuracy_metrics(self.hparams.student.num_classes, "").to(self.device)
+        limit = self._teacher_batches()
+        for i, batch in enumerate(loader):
+            if i >= limit:
+                break
+            images = batch[0].to(self.device)
+            if self.hparams.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            metrics.update(self.teacher(images), batch[1].to(self.device))
+        if limit == 0 or not metrics["acc_top1"].update_count:
+            return float("nan"), float("nan")
+        out = metrics.compute()
+        return float(out["acc_top1"]), float(out["acc_mean_class"])
+
+    # -- checkpoints and optimizers -----------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Drop the teacher's weights; its spec (name, checkpoint path) is in the hyper-parameters."""
+        state = checkpoint["state_dict"]
+        checkpoint["state_dict"] = {k: v for k, v in state.items() if not k.startswith("teacher.")}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Put the (rebuilt) teacher's weights back so that the checkpoint loads strictly."""
+        if self.teacher is not None:
+            teacher_state = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
+            checkpoint["state_dict"] = {**checkpoint["state_dict"], **teacher_state}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The student's parameters and those owned by the loss terms."""
+        params = list(self.student.parameters()) + list(self.distill.parameters())
+        return [p for p in params if p.requires_grad]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.hparams.optimizer(params=self.trainable_parameters())
+        if self.hparams.scheduler is None:
+            return optimizer
+        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
+        }

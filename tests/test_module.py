@@ -1,0 +1,122 @@
+"""DistillationModule: teacher hygiene, checkpoints without the teacher, term naming, clear errors."""
+
+import copy
+from functools import partial
+
+import pytest
+import torch
+
+from kdscene.losses import CrossEntropyLoss, KDLoss
+from kdscene.models import BackboneSpec, build_backbone
+from kdscene.module import DistillationModule
+from tests.helpers import TinyDataModule, make_module, tiny_trainer
+
+
+@pytest.fixture
+def teacher_ckpt(tmp_path):
+    path = tmp_path / "teacher.pth"
+    torch.save(build_backbone(BackboneSpec("cifar_resnet14", 3)).state_dict(), path)
+    return str(path)
+
+
+def test_teacher_frozen_through_fit_and_absent_from_checkpoint(tmp_path, teacher_ckpt):
+    module = make_module(teacher_ckpt=teacher_ckpt)
+    before = copy.deepcopy(module.teacher.state_dict())
+    trainer = tiny_trainer(tmp_path, max_epochs=2)
+    trainer.fit(module, datamodule=TinyDataModule())
+    for key, value in module.teacher.state_dict().items():
+        assert torch.equal(value, before[key]), key  # BN running stats included
+    assert not module.teacher.training and module.student.training
+    assert all(not p.requires_grad for p in module.teacher.parameters())
+    ckpt = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=False)
+    assert ckpt["state_dict"] and not any(k.startswith("teacher.") for k in ckpt["state_dict"])
+    assert ckpt["hyper_parameters"]["teacher"].checkpoint == teacher_ckpt
+    reloaded = DistillationModule.load_from_checkpoint(
+        trainer.checkpoint_callback.best_model_path, weights_only=False
+    )
+    torch.testing.assert_close(reloaded.student.fc.weight, module.student.fc.weight)
+    torch.testing.assert_close(reloaded.teacher.fc.weight, before["fc.weight"])
+
+
+def test_teacher_stays_in_eval_after_train_call_and_validation(tmp_path):
+    module = make_module()
+    module.train()
+    assert not module.teacher.training and module.student.training
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1)
+    trainer.fit(module, datamodule=TinyDataModule())
+    trainer.validate(module, datamodule=TinyDataModule())
+    assert not module.teacher.training
+
+
+def test_optimizer_gets_student_and_distiller_params_never_teacher():
+    module = make_module()
+    module.distill["extra"] = torch.nn.Linear(2, 2)  # stands in for an adapter owned by a loss
+    ids = {id(p) for p in module.trainable_parameters()}
+    assert ids == {id(p) for p in module.student.parameters()} | {id(p) for p in module.distill.parameters()}
+    assert not ids & {id(p) for p in module.teacher.parameters()}
+
+
+def test_logged_metric_names_follow_the_style_guide(tmp_path):
+    module = make_module("at_kd")
+    trainer = tiny_trainer(tmp_path, max_epochs=1)
+    trainer.fit(module, datamodule=TinyDataModule())
+    names = set(trainer.callback_metrics)
+    for name in [
+        "train/loss",
+        "train/loss_ce",
+        "train/loss_kd",
+        "train/loss_at",
+        "train/acc_top1",
+        "val/acc_top1",
+        "val/acc_mean_class",
+        "val/acc_best",
+        "teacher/val_acc_top1",
+    ]:
+        assert name in names, (name, names)
+
+
+def test_student_learns_without_a_teacher(tmp_path):
+    module = DistillationModule(
+        student=BackboneSpec("cifar_resnet8", 3),
+        distill={"ce": partial(CrossEntropyLoss)},
+        optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9),
+        image_size=32,
+    )
+    assert module.teacher is None
+    trainer = tiny_trainer(tmp_path, max_epochs=6)
+    trainer.fit(module, datamodule=TinyDataModule())
+    assert trainer.callback_metrics["val/acc_best"] > 0.6  # chance is 1/3
+
+
+def test_errors_for_missing_teacher_and_class_mismatch():
+    kd = {"kd": partial(KDLoss)}
+    opt = partial(torch.optim.SGD, lr=0.1)
+    with pytest.raises(ValueError, match=r"\['kd'\] need a teacher"):
+        DistillationModule(student=BackboneSpec("cifar_resnet8", 3), distill=kd, optimizer=opt, image_size=32)
+    with pytest.raises(ValueError, match="10 classes but student 'cifar_resnet8' has 3"):
+        DistillationModule(
+            student=BackboneSpec("cifar_resnet8", 3),
+            teacher=BackboneSpec("cifar_resnet8", 10),
+            distill=kd,
+            optimizer=opt,
+            image_size=32,
+        )
+    with pytest.raises(ValueError, match="distill is empty"):
+        DistillationModule(student=BackboneSpec("cifar_resnet8", 3), distill={}, optimizer=opt, image_size=32)
+
+
+def test_terms_with_several_outputs_are_prefixed_by_their_key():
+    class Two(torch.nn.Module):
+        needs_teacher = False
+
+        def forward(self, s, t, y):
+            return {"a": s.logits.sum() * 0, "b": s.logits.sum() * 0}
+
+    module = DistillationModule(
+        student=BackboneSpec("cifar_resnet8", 3),
+        distill={"ce": CrossEntropyLoss(), "two": Two()},
+        optimizer=partial(torch.optim.SGD, lr=0.1),
+        image_size=32,
+    )
+    s, t = module.features(torch.randn(2, 3, 32, 32))
+    assert set(module.loss_terms(s, t, torch.tensor([0, 1]))) == {"ce", "two_a", "two_b"}
