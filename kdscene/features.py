@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -102,22 +103,20 @@ class FeatureTap:
         self._pooled: Tensor | None = None
         self._handles = []
         for name, module in zip(self.layers, resolve_modules(model, self.layers)):
-            self._handles.append(module.register_forward_hook(self._make_hook(name)))
+            # a partial of a bound method, not a closure, so that the model stays picklable (ddp_spawn)
+            self._handles.append(module.register_forward_hook(partial(self._capture, name)))
         if head is not None:
             (head_module,) = resolve_modules(model, [head])
             self._handles.append(head_module.register_forward_pre_hook(self._head_hook))
 
-    def _make_hook(self, name: str):
-        def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
-            if not isinstance(output, Tensor):
-                raise TypeError(f"layer {name!r} returned {type(output).__name__}, not a Tensor")
-            if self.clone:
-                output = output.clone()
-            # Inference tensors (torch.inference_mode) keep no version counter: nothing to check.
-            version = -1 if output.is_inference() else output._version
-            self._store[name] = (output, version)
-
-        return hook
+    def _capture(self, name: str, module: nn.Module, args: tuple, output: Tensor) -> None:
+        if not isinstance(output, Tensor):
+            raise TypeError(f"layer {name!r} returned {type(output).__name__}, not a Tensor")
+        if self.clone:
+            output = output.clone()
+        # Inference tensors (torch.inference_mode) keep no version counter: nothing to check.
+        version = -1 if output.is_inference() else output._version
+        self._store[name] = (output, version)
 
     def _head_hook(self, module: nn.Module, args: tuple) -> None:
         self._pooled = torch.flatten(args[0], 1)

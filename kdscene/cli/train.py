@@ -44,6 +44,11 @@ def _finish_wandb(loggers: list) -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Seed, build data, module, callbacks, loggers and trainer; fit; test; return the metrics."""
+    return run(cfg)[0]
+
+
+def run(cfg: DictConfig) -> tuple[dict[str, float], str]:
+    """Like :func:`train`, and also return the best checkpoint's path ("" when none was saved)."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     module = build_module(cfg, datamodule.num_classes)
@@ -56,14 +61,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if cfg.train:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if cfg.test:
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     finally:
         _finish_wandb(loggers)
     log.info("metrics: %s", metrics)
-    return metrics
+    return metrics, best
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
