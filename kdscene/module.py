@@ -76,6 +76,8 @@ class DistillationModule(L.LightningModule):
         image_size: input size used to probe the feature shapes once at construction.
         channels_last: run both networks in channels-last memory format.
         eval_teacher: measure and log the teacher's validation accuracy when training starts.
+        train_student: ``False`` freezes the student (no grad, eval mode, not in the optimizer), for
+            stages that train only what the loss terms own (SRM's teacher dictionaries).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class DistillationModule(L.LightningModule):
         image_size: int = 224,
         channels_last: bool = False,
         eval_teacher: bool = True,
+        train_student: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -96,6 +99,8 @@ class DistillationModule(L.LightningModule):
             raise ValueError("distill is empty: give at least one loss term, e.g. {'ce': CrossEntropyLoss}")
         self.student = build_backbone(student)
         self.student_tap = FeatureTap(self.student, student.tap_layers, student.tap_head)
+        if not train_student:
+            self.student.requires_grad_(False)
         self.teacher: nn.Module | None = None
         self.teacher_tap: FeatureTap | None = None
         needing = [k for k, f in distill.items() if _needs_teacher(f)]
@@ -129,10 +134,12 @@ class DistillationModule(L.LightningModule):
         self.teacher_tap = FeatureTap(self.teacher, spec.tap_layers, spec.tap_head)
 
     def train(self, mode: bool = True) -> DistillationModule:
-        """Switch the student and the terms to ``mode``; the teacher always stays in eval."""
+        """Switch the student and the terms to ``mode``; the teacher (and a frozen student) stay in eval."""
         super().train(mode)
         if self.teacher is not None:
             self.teacher.eval()
+        if not self.hparams.train_student:
+            self.student.eval()
         return self
 
     def configure_model(self) -> None:
@@ -152,7 +159,9 @@ class DistillationModule(L.LightningModule):
         if self.teacher_tap is not None:
             with torch.no_grad():
                 teacher = self.teacher_tap(images)
-        return self.student_tap(images), teacher
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.hparams.train_student):
+            student = self.student_tap(images)
+        return student, teacher
 
     def loss_terms(self, student: Features, teacher: Features | None, labels: Tensor) -> dict[str, Tensor]:
         """Every weighted term, named ``<config key>`` or ``<config key>_<sub-term>``."""

@@ -32,6 +32,7 @@ def build_module(cfg: DictConfig, num_classes: int) -> DistillationModule:
         image_size=cfg.data.image_size,
         channels_last=cfg.channels_last,
         eval_teacher=cfg.eval_teacher,
+        train_student=cfg.get("train_student", True),
     )
 
 
@@ -48,7 +49,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def run(cfg: DictConfig) -> tuple[dict[str, float], str]:
-    """Like :func:`train`, and also return the best checkpoint's path ("" when none was saved)."""
+    """Like :func:`train`, and also return the best checkpoint's path ("" when none was saved).
+
+    A distill config with ``stages`` runs them in order (:mod:`kdscene.cli.stages`).
+    """
+    if cfg.distill.get("stages"):
+        from kdscene.cli.stages import run_stages
+
+        return run_stages(cfg)
+    return run_single(cfg)
+
+
+def run_single(cfg: DictConfig) -> tuple[dict[str, float], str]:
+    """One Lightning fit (and test) of the module described by ``cfg``."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     module = build_module(cfg, datamodule.num_classes)

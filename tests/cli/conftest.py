@@ -1,0 +1,33 @@
+"""Fixtures for CLI tests: a small synthetic data set generated once per session, tiny run settings."""
+
+from pathlib import Path
+
+import pytest
+
+from kdscene.cli.common import CONFIG_DIR
+
+DISTILL_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "distill").glob("*.yaml"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data") / "synthetic_scenes"
+
+
+@pytest.fixture
+def tiny_overrides(synthetic_root, tmp_path) -> list[str]:
+    """Overrides that make any training run take seconds: small data, small nets, few batches."""
+    return [
+        f"data.root={synthetic_root}",
+        "data.num_classes=4",
+        "data.train_per_class=8",
+        "data.test_per_class=4",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "teacher=resnet10",
+        "student=resnet10",
+        "logger=csv",
+        f"paths.root_dir={tmp_path}",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+    ]

@@ -1,0 +1,62 @@
+"""kdscene-train and kdscene-eval: every distill config runs, the CLI runs as a subprocess, multirun."""
+
+import subprocess
+import sys
+
+import pytest
+
+from kdscene.cli.common import compose_config
+from kdscene.cli.evaluate import evaluate
+from kdscene.cli.train import run, train
+from tests.cli.conftest import DISTILL_CONFIGS
+
+
+@pytest.mark.parametrize("distill", DISTILL_CONFIGS)
+def test_every_distill_config_runs_fast_dev_run(distill, tiny_overrides, tmp_path):
+    cfg = compose_config("train", [*tiny_overrides, f"distill={distill}", "debug=fdr"], tmp_path / "out")
+    metrics = train(cfg)
+    assert "train/loss" in metrics and "test/acc_top1" in metrics
+    assert all(v == v for k, v in metrics.items() if "loss" in k), metrics  # no NaN
+
+
+def test_teacher_checkpoint_feeds_a_distillation_run_and_eval_reproduces_test(tiny_overrides, tmp_path):
+    limits = ["trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    cfg = compose_config("train", [*tiny_overrides, *limits, "distill=none"], tmp_path / "teacher")
+    _, teacher_ckpt = run(cfg)
+    assert teacher_ckpt.endswith(".ckpt")
+    cfg = compose_config(
+        "train",
+        [*tiny_overrides, *limits, "distill=kd", f"teacher.checkpoint={teacher_ckpt}"],
+        tmp_path / "kd",
+    )
+    metrics, student_ckpt = run(cfg)
+    assert 0.0 <= metrics["teacher/val_acc_top1"] <= 1.0
+    eval_overrides = [o for o in tiny_overrides if not o.startswith("teacher")] + [
+        f"ckpt_path={student_ckpt}"
+    ]
+    result = evaluate(compose_config("eval", eval_overrides, tmp_path / "eval"))
+    assert result["test/acc_top1"] == pytest.approx(metrics["test/acc_top1"])
+
+
+def test_wrong_class_count_in_config_is_explained(tiny_overrides, tmp_path):
+    cfg = compose_config("train", [*tiny_overrides, "student.num_classes=7", "debug=fdr"], tmp_path / "o")
+    with pytest.raises(ValueError, match="configured for 7 classes but the data has 4"):
+        train(cfg)
+
+
+def _cli(args, tmp_path):
+    env_cmd = [sys.executable, "-m", "kdscene.cli.train", *args]
+    return subprocess.run(env_cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+
+
+def test_train_cli_in_a_subprocess(tiny_overrides, tmp_path):
+    result = _cli([*tiny_overrides, "distill=at_kd", "debug=fdr"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test/acc_top1" in result.stdout + result.stderr
+
+
+def test_multirun_over_distill_methods(tiny_overrides, tmp_path):
+    result = _cli(["-m", *tiny_overrides, "distill=none,kd,at", "debug=fdr"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p.name for p in (tmp_path / "logs" / "train" / "multiruns").glob("*/*") if p.is_dir())
+    assert jobs == ["0", "1", "2"], jobs
