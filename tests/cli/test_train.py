@@ -60,3 +60,37 @@ def test_multirun_over_distill_methods(tiny_overrides, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(p.name for p in (tmp_path / "logs" / "train" / "multiruns").glob("*/*") if p.is_dir())
     assert jobs == ["0", "1", "2"], jobs
+
+
+def test_a_wrong_dataset_root_shows_the_layout_before_any_model_is_built(tiny_overrides, tmp_path):
+    overrides = [o for o in tiny_overrides if not o.startswith("data.")]
+    cfg = compose_config(
+        "train", [*overrides, "data=mit_indoor", f"data.root={tmp_path}/no_such_dir"], tmp_path / "o"
+    )
+    with pytest.raises(FileNotFoundError, match="no_such_dir does not exist") as err:
+        run(cfg)
+    assert "TrainImages.txt" in str(err.value)
+    assert not (tmp_path / "o" / "checkpoints").exists()
+
+
+def test_an_unknown_layer_name_lists_the_valid_ones(tiny_overrides, tmp_path):
+    cfg = compose_config(
+        "train",
+        [*tiny_overrides, "distill=at", "student.layers=[layer2,layer9]", "debug=fdr"],
+        tmp_path / "o",
+    )
+    with pytest.raises(KeyError, match=r"unknown layer name\(s\) \['layer9'\].*layer4"):
+        run(cfg)
+
+
+def test_a_teacher_checkpoint_that_does_not_fit_is_refused(tiny_overrides, tmp_path):
+    import torch
+    from torchvision.models import resnet18
+
+    bad = tmp_path / "r18.pt"
+    torch.save(resnet18(num_classes=4).state_dict(), bad)  # the config's teacher is a resnet10
+    cfg = compose_config(
+        "train", [*tiny_overrides, "distill=kd", f"teacher.checkpoint={bad}"], tmp_path / "o"
+    )
+    with pytest.raises(ValueError, match=r"does not fit ResNet:\n  unexpected keys \(48\)"):
+        run(cfg)
