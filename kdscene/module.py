@@ -13,6 +13,7 @@ Lightning warns that the teacher is "in eval mode at the start of training": tha
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -272,11 +273,22 @@ class DistillationModule(L.LightningModule):
         params = list(self.student.parameters()) + list(self.distill.parameters())
         return [p for p in params if p.requires_grad]
 
+    def _schedule_length(self) -> dict[str, int]:
+        """``total_steps`` for schedulers that need it (OneCycleLR) when the config leaves it unset."""
+        factory = self.hparams.scheduler
+        if not isinstance(factory, functools.partial) or factory.keywords.get("total_steps") is not None:
+            return {}
+        if "total_steps" not in inspect.signature(factory.func).parameters:
+            return {}
+        if self.hparams.scheduler_interval != "step":
+            raise ValueError("a scheduler with total_steps must step per batch: set scheduler.interval=step")
+        return {"total_steps": int(self.trainer.estimated_stepping_batches)}
+
     def configure_optimizers(self) -> Any:
         optimizer = self.hparams.optimizer(params=self.trainable_parameters())
         if self.hparams.scheduler is None:
             return optimizer
-        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        scheduler = self.hparams.scheduler(optimizer=optimizer, **self._schedule_length())
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},

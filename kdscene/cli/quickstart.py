@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from kdscene.cli.common import compose_config
+from kdscene.cli.common import CONFIG_DIR, compose_config
 from kdscene.cli.train import run
 
-DEFAULT_METHODS = ("none", "kd", "at", "at_kd")
+# every method of the table, in order; those without a conf/distill file are skipped
+DEFAULT_METHODS = ("none", "kd", "at", "at_kd", "dct", "dct_kd", "srm", "review", "fam")
 LABELS = {
     "none": "Baseline (student alone)",
     "kd": "KD",
@@ -40,13 +41,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--methods",
-        default=",".join(DEFAULT_METHODS),
+        default=",".join(m for m in DEFAULT_METHODS if (Path(CONFIG_DIR) / "distill" / f"{m}.yaml").exists()),
         help="comma-separated conf/distill names (default: %(default)s)",
     )
     parser.add_argument("--teacher", default="resnet18", help="teacher backbone (default: %(default)s)")
     parser.add_argument("--student", default="resnet10", help="student backbone (default: %(default)s)")
-    parser.add_argument("--teacher-epochs", type=int, default=12)
-    parser.add_argument("--student-epochs", type=int, default=10)
+    parser.add_argument("--teacher-epochs", type=int, default=8)
+    parser.add_argument("--student-epochs", type=int, default=8)
     parser.add_argument("--out", default=None, help="output folder (default: logs/quickstart/<time>)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
     return parser.parse_args(argv)
@@ -71,7 +72,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     logging.getLogger("lightning").setLevel(logging.WARNING)
     out = Path(args.out or f"logs/quickstart/{datetime.now():%Y-%m-%d_%H-%M-%S}").resolve()
-    common = ["data=synthetic", "logger=csv", *args.overrides]
+    common = [
+        "data=synthetic",
+        "logger=csv",
+        "optimizer=adamw",
+        "scheduler=onecycle",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        *args.overrides,
+    ]
     teacher_overrides = [
         *common,
         "distill=none",

@@ -8,11 +8,12 @@ Teacher training is the same command with ``distill=none`` and the teacher's arc
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from kdscene.cli.common import CONFIG_DIR, backbone_spec, instantiate_group, to_plain
 from kdscene.module import DistillationModule
@@ -20,15 +21,28 @@ from kdscene.module import DistillationModule
 log = logging.getLogger(__name__)
 
 
+def scheduler_partial(node: DictConfig | None) -> tuple[Any, str]:
+    """The scheduler partial and its stepping interval (the config's optional ``interval`` key)."""
+    if not node:
+        return None, "epoch"
+    node = node.copy()
+    with open_dict(node):
+        interval = node.pop("interval", "epoch")
+    if interval not in ("epoch", "step"):
+        raise ValueError(f"scheduler.interval must be 'epoch' or 'step', got {interval!r}")
+    return instantiate(node), interval
+
+
 def build_module(cfg: DictConfig, num_classes: int) -> DistillationModule:
     """The DistillationModule described by ``cfg`` for a data set with ``num_classes`` classes."""
-    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    scheduler, interval = scheduler_partial(cfg.get("scheduler"))
     return DistillationModule(
         student=backbone_spec(cfg.student, num_classes),
         teacher=backbone_spec(cfg.get("teacher"), num_classes),
         distill=instantiate(cfg.distill.terms, _convert_="all"),
         optimizer=instantiate(cfg.optimizer),
         scheduler=scheduler,
+        scheduler_interval=interval,
         image_size=cfg.data.image_size,
         channels_last=cfg.channels_last,
         eval_teacher=cfg.eval_teacher,

@@ -94,3 +94,16 @@ def test_a_teacher_checkpoint_that_does_not_fit_is_refused(tiny_overrides, tmp_p
     )
     with pytest.raises(ValueError, match=r"does not fit ResNet:\n  unexpected keys \(48\)"):
         run(cfg)
+
+
+def test_onecycle_steps_per_batch_and_gets_its_length_from_the_trainer(tiny_overrides, tmp_path):
+    import torch
+
+    limits = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "test=false"]
+    cfg = compose_config(
+        "train", [*tiny_overrides, *limits, "optimizer=adamw", "scheduler=onecycle"], tmp_path / "o"
+    )
+    run(cfg)
+    ckpt = torch.load(tmp_path / "o" / "checkpoints" / "last.ckpt", weights_only=False)
+    (sched,) = ckpt["lr_schedulers"]
+    assert sched["total_steps"] == 6 and sched["last_epoch"] == 6
