@@ -1,0 +1,144 @@
+"""ADE20K scene classification (Zhou et al., "Scene Parsing through ADE20K Dataset", CVPR 2017).
+
+The scene-parsing benchmark release ``ADEChallengeData2016`` gives every image one scene label in
+``sceneCategories.txt``; the DCT paper (López-Cifuentes et al., 2022) classifies those labels:
+20,210 training and 2,000 validation images, 1,055 labels (``misc``, a catch-all, included).
+Classes are the sorted set of *all* scene names of the file (training and validation), which is the
+order of the DCT authors' ``scene_names.txt``. On the real data 15 validation labels never occur in
+training: they are kept (so top-1 cannot reach 100%, as in the paper); their number is logged and
+available as :attr:`ADE20KSceneDataModule.val_only_classes`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from kdscene.data.base import (
+    KINETICS_MEAN,
+    KINETICS_STD,
+    Sample,
+    SceneDataModule,
+    layout_error,
+    read_lines,
+)
+
+log = logging.getLogger(__name__)
+
+ADE20K_LAYOUT = """\
+  (root is ADEChallengeData2016/ or the folder containing it)
+  ADEChallengeData2016/images/training/ADE_train_00000001.jpg ...     20,210 images
+  ADEChallengeData2016/images/validation/ADE_val_00000001.jpg ...     2,000 images
+  ADEChallengeData2016/sceneCategories.txt   lines "ADE_train_00000001 airport_terminal", 22,210 lines"""
+
+SCENE_FILE = "sceneCategories.txt"
+_PREFIX = {"train": "ADE_train_", "val": "ADE_val_"}
+_IMAGE_DIR = {"train": "training", "val": "validation"}
+
+
+def parse_scene_line(line: str) -> tuple[str, str, str]:
+    """``"ADE_train_00000001 airport_terminal"`` → (``"train"``, image name, scene)."""
+    fields = line.split()
+    if len(fields) != 2:
+        raise ValueError(f"expected '<image name> <scene>', got {line!r}")
+    name, scene = fields
+    for split, prefix in _PREFIX.items():
+        if name.startswith(prefix):
+            return split, name, scene
+    raise ValueError(f"image name {name!r} starts with neither ADE_train_ nor ADE_val_")
+
+
+class ADE20KSceneDataModule(SceneDataModule):
+    """ADE20K scene labels from ``root`` (see ``LAYOUT``); validation/test = the validation images.
+
+    Args: see :class:`~kdscene.data.base.SceneDataModule`.
+    """
+
+    LAYOUT = ADE20K_LAYOUT
+    NAME = "ADE20K"
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int = 224,
+        resize: int | None = 256,
+        train_crop: Literal["random", "random_resized", "center"] = "random",
+        hflip: bool = True,
+        mean: Sequence[float] = KINETICS_MEAN,
+        std: Sequence[float] = KINETICS_STD,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        pin_memory: bool = False,
+        skip_corrupt: bool = False,
+        check_files: bool = True,
+        draft: bool = True,
+    ) -> None:
+        super().__init__(
+            root,
+            image_size=image_size,
+            resize=resize,
+            train_crop=train_crop,
+            hflip=hflip,
+            mean=mean,
+            std=std,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            skip_corrupt=skip_corrupt,
+            check_files=check_files,
+            draft=draft,
+        )
+        self._entries: list[tuple[str, str, str]] | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        """``root`` itself, or ``root/ADEChallengeData2016`` when that folder exists."""
+        nested = self.root / "ADEChallengeData2016"
+        return nested if nested.is_dir() else self.root
+
+    def _scene_entries(self) -> list[tuple[str, str, str]]:
+        """(split, image name, scene) for every line of ``sceneCategories.txt`` (parsed once)."""
+        if self._entries is None:
+            path = self.data_dir / SCENE_FILE
+            entries = []
+            for number, line in enumerate(read_lines(path, self.root, self.LAYOUT), 1):
+                try:
+                    entries.append(parse_scene_line(line))
+                except ValueError as err:
+                    raise layout_error(f"{path}, line {number}: {err}", self.root, self.LAYOUT) from None
+            self._entries = entries
+        return self._entries
+
+    def _scenes(self, split: str) -> set[str]:
+        return {scene for s, _, scene in self._scene_entries() if s == split}
+
+    @property
+    def val_only_classes(self) -> list[str]:
+        """Sorted scene names that occur in validation but never in training (kept as classes)."""
+        return sorted(self._scenes("val") - self._scenes("train"))
+
+    def _read_classes(self) -> list[str]:
+        if not (self.data_dir / "images").is_dir():
+            problem = f"{self.NAME}: missing folder {self.data_dir / 'images'}"
+            raise layout_error(problem, self.root, self.LAYOUT)
+        classes = sorted(self._scenes("train") | self._scenes("val"))
+        log.info(
+            "%s: %d scene classes; %d occur only in validation (kept, never learnable): %s",
+            self.NAME,
+            len(classes),
+            len(self.val_only_classes),
+            ", ".join(self.val_only_classes[:20]),
+        )
+        return classes
+
+    def _read_split(self, split: Literal["train", "val"]) -> tuple[list[Sample], str]:
+        index = self.class_index()
+        images = self.data_dir / "images" / _IMAGE_DIR[split]
+        samples = [
+            (images / f"{name}.jpg", index[scene]) for s, name, scene in self._scene_entries() if s == split
+        ]
+        return samples, str(self.data_dir / SCENE_FILE)
