@@ -29,6 +29,9 @@ What the authors' code computes, and how this module selects it:
   DCT-II instead of Re DFT.
 * **Centring.** The normalised activation map is centred (spatial mean subtracted) before the
   transform, so the DC coefficient is 0. All H·W coefficients are used: no low-frequency crop.
+  Consequence: with ``eps=0`` the activation-map normalisation changes nothing but where NaNs
+  appear (its offset is removed by the centring, its scale by the spectrum's normalisation);
+  the variants' values differ only through the transform and the spectrum normalisation.
 * **Distance.** Plain, non-squared L2 norm per scale, summed with weight 1 over scales; it grows with
   √(H·W), so the largest scale dominates.
 * **Teacher guidance** (``pred_guide=True``, the code's default ``PRED_GUIDE: True``) zeroes the samples

@@ -35,9 +35,9 @@ def _ref_energy(f):
     return np.array([[sum(f[k, y, x] ** 2 for k in range(c)) / c for x in range(w)] for y in range(h)])
 
 
-def _ref_norm(x, variant):
+def _ref_norm(x, variant, eps):
     lo, hi = x.min(), x.max()
-    return (x - lo) / (hi if variant == "submission" else hi - lo)
+    return (x - lo) / ((hi if variant == "submission" else hi - lo) + eps)
 
 
 def _ref_re_dft(z):
@@ -51,23 +51,23 @@ def _ref_re_dft(z):
     return out
 
 
-def _ref_freq(f, variant):
-    a = _ref_norm(_ref_energy(f), variant)
+def _ref_freq(f, variant, eps=0.0):
+    a = _ref_norm(_ref_energy(f), variant, eps)
     z = a - a.mean()
     if variant == "dct2":
         d = scipy.fft.dctn(z, type=2, norm="ortho")
     else:
         d = _ref_re_dft(z)
         d = np.abs(d) if variant == "submission" else d
-    return _ref_norm(d, variant)
+    return _ref_norm(d, variant, eps)
 
 
-def _ref_loss(s_maps, t_maps, t_logits, labels, variant, pred_guide):
+def _ref_loss(s_maps, t_maps, t_logits, labels, variant, pred_guide, eps):
     b = s_maps[0].shape[0]
     per_sample = np.zeros(b)
     for s, t in zip(s_maps, t_maps):
         for i in range(b):
-            diff = _ref_freq(s[i], variant) - _ref_freq(t[i], variant)
+            diff = _ref_freq(s[i], variant, eps) - _ref_freq(t[i], variant, eps)
             per_sample[i] += math.sqrt((diff**2).sum())
     if pred_guide:
         per_sample *= [float(np.argmax(t_logits[i]) == labels[i]) for i in range(b)]
@@ -83,14 +83,22 @@ def _random_pair(dtype=torch.float64):
     return s, t, t_logits, labels
 
 
-@pytest.mark.parametrize("pred_guide", [True, False])
+@pytest.mark.parametrize(("pred_guide", "eps"), [(True, 0.0), (False, 0.0), (True, 0.3)])
 @pytest.mark.parametrize(("variant", "backend"), ALL_CASES)
-def test_loss_matches_float64_loop_reference(variant, backend, pred_guide):
+def test_loss_matches_float64_loop_reference(variant, backend, pred_guide, eps):
+    # With eps = 0 the activation-map normalisation cancels (offset: centring; scale: spectrum
+    # normalisation); a large eps makes its denominator, max vs max − min, visible.
     s, t, t_logits, labels = _random_pair()
-    loss = DCTAttentionLoss(weight=2.5, variant=variant, pred_guide=pred_guide, backend=backend)
+    loss = DCTAttentionLoss(weight=2.5, variant=variant, pred_guide=pred_guide, eps=eps, backend=backend)
     got = loss(_feats(*s), _feats(*t, logits=t_logits), labels)["dct"].item()
     want = _ref_loss(
-        [x.numpy() for x in s], [x.numpy() for x in t], t_logits.numpy(), labels.numpy(), variant, pred_guide
+        [x.numpy() for x in s],
+        [x.numpy() for x in t],
+        t_logits.numpy(),
+        labels.numpy(),
+        variant,
+        pred_guide,
+        eps,
     )
     assert got == pytest.approx(2.5 * want, rel=1e-10)
 
