@@ -43,11 +43,13 @@ What the authors' code computes, and how this module selects it:
   ``scales=None`` (default) uses every tapped map, ``scales=[2, 3]`` reproduces the code's commented
   MIT transfer setting. Spatial sizes must match per scale (the code never resizes); channel counts
   may differ.
-* **Numerics** (no effect on values beyond float rounding): the channel pooling uses
-  ``vector_norm(F, dim=1)²/C`` (one fused reduction, no full-size F² temporary; under bf16 autocast it
-  reads the bf16 features and rounds only the norm), everything after it runs in float32 with autocast
-  off; ``amin``/``amax`` split the gradient between tied extrema where the code's ``torch.min`` picks
-  one; the distance's gradient is 0 instead of NaN when student and teacher maps are identical.
+* **Numerics** (no effect on values beyond float rounding): the channel pooling reads F once and
+  makes no full-size F² temporary (``vector_norm(F, dim=1)²/C``, autocast off, so bf16 features are
+  read as they are and only the norm is rounded to bf16; on CPU with NCHW inputs, channel-chunked
+  sums of squares, which measured faster there), with a hand-written backward (2/C)·F; everything
+  after the pooling runs in float32 with autocast off. ``aminmax`` splits the gradient between tied
+  extrema where the code's ``torch.min`` picks one; the distance's gradient is 0 instead of NaN when
+  student and teacher maps are identical. ``backend`` (kdscene's option) only changes speed.
 """
 
 from __future__ import annotations
@@ -251,8 +253,9 @@ class DCTAttentionLoss(DistillLoss):
             (H, W, device, dtype), two GEMMs; it follows torch's float32 matmul precision (TF32 when
             enabled). ``"fft"``: ``torch.fft`` (the DCT-II by Makhoul's one-FFT algorithm).
             ``"torch_dct"``: ``torch_dct.dct_2d(norm="ortho")``, ``variant="dct2"`` only.
-            ``"auto"`` (default): what measured fastest (experiments/bench_dct.py): ``"fft"`` for
-            the Re DFT variants, ``"matmul"`` for ``"dct2"``.
+            ``"auto"`` (default): what measured fastest for the transform alone on the ResNet
+            shapes (CPU; no GPU was at hand): ``"fft"`` for the Re DFT variants, ``"matmul"`` for
+            ``"dct2"``. At the level of the whole loss the backends are within timing noise.
     """
 
     def __init__(
