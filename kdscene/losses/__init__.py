@@ -8,15 +8,18 @@ from kdscene.features import Features, TapInfo
 from kdscene.losses.at import ATLoss, attention_map
 from kdscene.losses.base import DistillLoss
 from kdscene.losses.ce import CrossEntropyLoss
+from kdscene.losses.dct import DCTAttentionLoss, dct_frequency_map
 from kdscene.losses.kd import KDLoss, kd_divergence
 
 __all__ = [
     "ATLoss",
     "CrossEntropyLoss",
+    "DCTAttentionLoss",
     "DistillLoss",
     "Features",
     "KDLoss",
     "TapInfo",
     "attention_map",
+    "dct_frequency_map",
     "kd_divergence",
 ]
