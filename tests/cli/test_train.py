@@ -107,3 +107,17 @@ def test_onecycle_steps_per_batch_and_gets_its_length_from_the_trainer(tiny_over
     ckpt = torch.load(tmp_path / "o" / "checkpoints" / "last.ckpt", weights_only=False)
     (sched,) = ckpt["lr_schedulers"]
     assert sched["total_steps"] == 6 and sched["last_epoch"] == 6
+
+
+@pytest.mark.parametrize("name", ["dct_paper_ade20k", "dct_paper_sun397", "dct_paper_mit_indoor"])
+def test_paper_recipes_compose_with_the_papers_settings(name, tmp_path):
+    from omegaconf import OmegaConf
+
+    cfg = compose_config("train", [f"experiment={name}"], tmp_path)
+    resolved = OmegaConf.to_container(cfg.distill, resolve=True)
+    assert cfg.teacher.name == "resnet50" and cfg.student.name == "resnet18"
+    assert set(resolved["terms"]) == {"ce", "dct", "kd"}
+    assert resolved["terms"]["ce"]["weight"] == 0.1 and resolved["terms"]["kd"]["temperature"] == 4.0
+    assert cfg.data.image_size == 224 and cfg.data.resize == 256
+    assert list(cfg.data.mean) == [0.43216, 0.394666, 0.37645]
+    assert cfg.optimizer.lr == 0.1 and cfg.scheduler.step_size == 25 and cfg.trainer.max_epochs == 70
