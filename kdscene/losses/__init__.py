@@ -8,15 +8,25 @@ from kdscene.features import Features, TapInfo
 from kdscene.losses.at import ATLoss, attention_map
 from kdscene.losses.base import DistillLoss
 from kdscene.losses.ce import CrossEntropyLoss
+from kdscene.losses.fam import FAMFusion, FAMKDLoss, FAMModule
 from kdscene.losses.kd import KDLoss, kd_divergence
+from kdscene.losses.local_attention import LocalSelfAttention
+from kdscene.losses.review import ABF, ReviewKDLoss, hcl_loss
 
 __all__ = [
+    "ABF",
     "ATLoss",
     "CrossEntropyLoss",
     "DistillLoss",
+    "FAMFusion",
+    "FAMKDLoss",
+    "FAMModule",
     "Features",
     "KDLoss",
+    "LocalSelfAttention",
+    "ReviewKDLoss",
     "TapInfo",
     "attention_map",
+    "hcl_loss",
     "kd_divergence",
 ]
