@@ -5,7 +5,7 @@ authors' code ``dvlab-research/ReviewKD`` (``ImageNet/models/reviewkd.py``, ``CI
 and its port ``megvii-research/mdistiller`` (``mdistiller/distillers/ReviewKD.py``).
 
 Levels, deepest first: the student's pooled vector as a 1×1 map, then its tapped maps from the deepest
-to the shallowest. Level l (paper Fig. 3, "residual learning framework" with ABF):
+to the shallowest. Level l (the paper's residual learning framework with ABF):
 
     x_l = BN(Conv1×1(F_s^l))                                   (to the mid width, no ReLU)
     a, b = σ(Conv1×1([x_l, up(r_{l−1})]))                      (two spatial attention maps)
@@ -13,7 +13,8 @@ to the shallowest. Level l (paper Fig. 3, "residual learning framework" with ABF
     y_l = BN(Conv3×3(resize(r_l, size of F_t^l)))              (output, compared with F_t^l)
 
 ``up`` is nearest upsampling to F_s^l's size, ``resize`` nearest interpolation (only when sizes differ).
-HCL (paper Eq. 6) compares each output with the teacher map on a pyramid of average-pooled grids::
+HCL, the paper's hierarchical context loss, compares each output with the teacher map on a pyramid
+of average-pooled grids::
 
     HCL(y, t) = [ MSE(y, t) + Σ_{k=1..} 2^{-k} MSE(P_{n_k}(y), P_{n_k}(t)) ] / (1 + Σ_k 2^{-k})
 
@@ -21,7 +22,7 @@ with P_n adaptive average pooling to n×n and n_k running over 4, 2, 1, skipping
 height (so a 7×7 map uses 4, 2, 1; a 2×2 map only 1; a 1×1 map none). The loss is
 weight · Σ_l HCL(y_l, t_l); MSE is the mean over all elements.
 
-Paper vs authors' code (both repositories agree with each other):
+As in the authors' code (both repositories agree; the paper's text was not checked line by line):
 - The teacher targets are the teacher's *pre-activation* stage outputs (before the last ReLU) and its
   pooled vector. The loss does not know how maps were tapped: tap ``"layer1:pre"`` ... in the teacher
   (``conf/distill/review.yaml`` sets ``teacher_layers``; see :mod:`kdscene.features`). mdistiller's
