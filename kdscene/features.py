@@ -12,6 +12,16 @@ tensor was modified in place before it is read; ``clone=True`` captures a copy i
 Stage outputs (``layer1`` ... ``layer4``) are never modified in place and need no copy. Under
 ``torch.inference_mode`` tensors carry no version counter, so the check cannot run there: kdscene's
 trainer configs set ``inference_mode: false`` (plain ``no_grad``) so that it runs in validation too.
+
+Pre-activation taps: a name ending in ``":pre"`` (``"layer3:pre"``, ``"layer3.5:pre"``) captures the
+value *before* the final ReLU of a residual block, which ReviewKD distils. For a ``Sequential`` stage
+the last block is used. torchvision's blocks call one shared in-place ``relu`` module several times
+(after ``bn1``, [``bn2``,] and after the residual add), so the tap puts a forward *pre*-hook on the
+block's ``relu`` that copies its input at every call, and a forward hook on the block that keeps the
+copy of the last call, i.e. the input of the final ReLU. The copy is taken before the in-place ReLU
+runs, so it is never clobbered; the model's own forward is unchanged. Cost: one copy per ReLU call of
+the tapped block (2 for a BasicBlock, 3 for a Bottleneck). Blocks without a ``relu`` sub-module
+(MobileNetV2's linear bottlenecks, whose outputs are pre-activation already) are refused with an error.
 """
 
 from __future__ import annotations
@@ -58,6 +68,9 @@ class Features:
     pooled: Tensor | None = None
 
 
+PREACT_SUFFIX = ":pre"
+
+
 def _module_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
@@ -74,12 +87,29 @@ def resolve_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
     return [modules[n] for n in names]
 
 
+def resolve_preact(model: nn.Module, name: str) -> tuple[nn.Module, nn.Module]:
+    """The block and its ``relu`` module for a pre-activation tap ``"<path>:pre"``.
+
+    ``<path>`` names a residual block or a ``Sequential`` stage (whose last block is used).
+    """
+    (module,) = resolve_modules(model, [name.removesuffix(PREACT_SUFFIX)])
+    block = module[-1] if isinstance(module, nn.Sequential) and len(module) else module
+    relu = getattr(block, "relu", None)
+    if not isinstance(relu, nn.Module):
+        raise ValueError(
+            f"pre-activation tap {name!r}: {type(block).__name__} has no `relu` sub-module whose input "
+            "is the pre-activation; tap a residual block (torchvision or kdscene ResNets) or drop ':pre'"
+        )
+    return block, relu
+
+
 class FeatureTap:
     """Forward hooks that collect named intermediate outputs of ``model``.
 
     Args:
         model: any module; it is not modified apart from the hooks.
-        layers: module paths whose outputs become ``Features.maps``, in this order.
+        layers: module paths whose outputs become ``Features.maps``, in this order; a path ending in
+            ``":pre"`` captures the block's value before its final ReLU (module docstring).
         head: module path of the classifier; a pre-hook captures its input as ``Features.pooled``
             (flattened to (B, D)). ``None`` skips it.
         clone: copy each captured map (needed only for layers whose output is later modified
@@ -100,11 +130,18 @@ class FeatureTap:
         self.head = head
         self.clone = clone
         self._store: dict[str, tuple[Tensor, int]] = {}
+        self._relu_inputs: dict[str, Tensor] = {}
         self._pooled: Tensor | None = None
         self._handles = []
-        for name, module in zip(self.layers, resolve_modules(model, self.layers)):
-            # a partial of a bound method, not a closure, so that the model stays picklable (ddp_spawn)
+        plain = [n for n in self.layers if not n.endswith(PREACT_SUFFIX)]
+        # partials of bound methods, not closures, so that the model stays picklable (ddp_spawn)
+        for name, module in zip(plain, resolve_modules(model, plain)):
             self._handles.append(module.register_forward_hook(partial(self._capture, name)))
+        for name in self.layers:
+            if name.endswith(PREACT_SUFFIX):
+                block, relu = resolve_preact(model, name)
+                self._handles.append(relu.register_forward_pre_hook(partial(self._relu_input, name)))
+                self._handles.append(block.register_forward_hook(partial(self._capture_preact, name)))
         if head is not None:
             (head_module,) = resolve_modules(model, [head])
             self._handles.append(head_module.register_forward_pre_hook(self._head_hook))
@@ -117,6 +154,16 @@ class FeatureTap:
         # Inference tensors (torch.inference_mode) keep no version counter: nothing to check.
         version = -1 if output.is_inference() else output._version
         self._store[name] = (output, version)
+
+    def _relu_input(self, name: str, module: nn.Module, args: tuple) -> None:
+        # copied now: the (in-place) ReLU overwrites its input as soon as this hook returns
+        self._relu_inputs[name] = args[0].clone()
+
+    def _capture_preact(self, name: str, module: nn.Module, args: tuple, output: Tensor) -> None:
+        if name not in self._relu_inputs:
+            raise RuntimeError(f"pre-activation tap {name!r}: the block's relu did not run")
+        pre = self._relu_inputs.pop(name)
+        self._store[name] = (pre, -1 if pre.is_inference() else pre._version)
 
     def _head_hook(self, module: nn.Module, args: tuple) -> None:
         self._pooled = torch.flatten(args[0], 1)
@@ -138,11 +185,13 @@ class FeatureTap:
     def __call__(self, x: Tensor) -> Features:
         """Run the model on ``x`` and return its logits with the tapped maps."""
         self._store.clear()
+        self._relu_inputs.clear()
         self._pooled = None
         logits = self.model(x)
         maps = self._collect()
         pooled, self._pooled = self._pooled, None
         self._store.clear()
+        self._relu_inputs.clear()
         return Features(logits=logits, maps=maps, names=self.layers, pooled=pooled)
 
     def remove(self) -> None:

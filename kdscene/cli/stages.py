@@ -61,6 +61,8 @@ def _stage_config(cfg: DictConfig, name: str, stage: DictConfig) -> DictConfig:
     out = cfg.copy()
     with open_dict(out):
         out.distill = OmegaConf.create({"terms": stage.terms, "callbacks": stage.get("callbacks") or {}})
+        for key in ("teacher_layers", "student_layers"):  # the config's taps hold for every stage
+            out.distill[key] = cfg.distill.get(key)
         for key in ("optimizer", "scheduler"):
             if key in stage:
                 out[key] = stage[key]

@@ -8,6 +8,7 @@ Teacher training is the same command with ``distill=none`` and the teacher's arc
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import hydra
@@ -16,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from kdscene.cli.common import CONFIG_DIR, backbone_spec, instantiate_group, to_plain
+from kdscene.models import BackboneSpec
 from kdscene.module import DistillationModule
 
 log = logging.getLogger(__name__)
@@ -33,12 +35,30 @@ def scheduler_partial(node: DictConfig | None) -> tuple[Any, str]:
     return instantiate(node), interval
 
 
+def apply_distill_taps(spec: BackboneSpec | None, layers: Sequence[str] | None, role: str) -> None:
+    """Let a distill config choose the tapped layers (``teacher_layers``/``student_layers``).
+
+    They replace the preset's taps only where the backbone config leaves ``layers: null``, so that an
+    explicit ``teacher.layers=[...]`` override still wins. ReviewKD uses this to tap pre-activations.
+    """
+    if spec is None or not layers:
+        return
+    if spec.layers:
+        log.info("%s.layers=%s is set: distill.%s_layers is ignored", role, spec.layers, role)
+        return
+    spec.layers = list(layers)
+
+
 def build_module(cfg: DictConfig, num_classes: int) -> DistillationModule:
     """The DistillationModule described by ``cfg`` for a data set with ``num_classes`` classes."""
     scheduler, interval = scheduler_partial(cfg.get("scheduler"))
+    student = backbone_spec(cfg.student, num_classes)
+    teacher = backbone_spec(cfg.get("teacher"), num_classes)
+    apply_distill_taps(student, cfg.distill.get("student_layers"), "student")
+    apply_distill_taps(teacher, cfg.distill.get("teacher_layers"), "teacher")
     return DistillationModule(
-        student=backbone_spec(cfg.student, num_classes),
-        teacher=backbone_spec(cfg.get("teacher"), num_classes),
+        student=student,
+        teacher=teacher,
         distill=instantiate(cfg.distill.terms, _convert_="all"),
         optimizer=instantiate(cfg.optimizer),
         scheduler=scheduler,

@@ -9,17 +9,27 @@ from kdscene.losses.at import ATLoss, attention_map
 from kdscene.losses.base import DistillLoss
 from kdscene.losses.ce import CrossEntropyLoss
 from kdscene.losses.dct import DCTAttentionLoss, dct_frequency_map
+from kdscene.losses.fam import FAMFusion, FAMKDLoss, FAMModule
 from kdscene.losses.kd import KDLoss, kd_divergence
+from kdscene.losses.local_attention import LocalSelfAttention
+from kdscene.losses.review import ABF, ReviewKDLoss, hcl_loss
 
 __all__ = [
+    "ABF",
     "ATLoss",
     "CrossEntropyLoss",
     "DCTAttentionLoss",
     "DistillLoss",
+    "FAMFusion",
+    "FAMKDLoss",
+    "FAMModule",
     "Features",
     "KDLoss",
+    "LocalSelfAttention",
+    "ReviewKDLoss",
     "TapInfo",
     "attention_map",
     "dct_frequency_map",
+    "hcl_loss",
     "kd_divergence",
 ]
