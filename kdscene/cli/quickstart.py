@@ -23,7 +23,7 @@ from kdscene.cli.train import run
 # every method of the table, in order; those without a conf/distill file are skipped
 DEFAULT_METHODS = ("none", "kd", "at", "at_kd", "dct", "dct_kd", "srm", "review", "fam")
 LABELS = {
-    "none": "Baseline (student alone)",
+    "none": "Student alone",
     "kd": "KD",
     "at": "AT",
     "at_kd": "AT + KD",
@@ -32,6 +32,7 @@ LABELS = {
     "srm": "SRM",
     "fam": "FAM-KD",
     "review": "ReviewKD",
+    "review_kd": "ReviewKD + KD",
 }
 
 
@@ -65,7 +66,7 @@ def _row(label: str, metrics: dict[str, float], seconds: float) -> str:
         metrics.get("test/acc_top1", float("nan")),
         metrics.get("test/acc_mean_class", float("nan")),
     )
-    return f"| {label:<26} | {100 * top1:6.2f} | {100 * mean_class:10.2f} | {seconds:6.0f} |"
+    return f"| {label:<32} | {100 * top1:6.2f} | {100 * mean_class:10.2f} | {seconds:6.0f} |"
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
@@ -104,8 +105,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         results.append({"method": method, "metrics": metrics, "seconds": seconds, "checkpoint": ckpt})
     table = "\n".join(
         [
-            "| method                     | top-1  | mean-class | time s |",
-            "|----------------------------|--------|------------|--------|",
+            f"| {'method':<32} | top-1  | mean-class | time s |",
+            f"|{'-' * 34}|--------|------------|--------|",
             *rows,
         ]
     )
