@@ -10,9 +10,13 @@ from kdscene.losses.base import DistillLoss
 from kdscene.losses.ce import CrossEntropyLoss
 from kdscene.losses.dct import DCTAttentionLoss, dct_frequency_map
 from kdscene.losses.fam import FAMFusion, FAMKDLoss, FAMModule
+from kdscene.losses.fitnet import FitNetLoss, hint_regressor
 from kdscene.losses.kd import KDLoss, kd_divergence
 from kdscene.losses.local_attention import LocalSelfAttention
+from kdscene.losses.pkt import PKTLoss, pkt_divergence
 from kdscene.losses.review import ABF, ReviewKDLoss, hcl_loss
+from kdscene.losses.semckd import SemCKDLoss
+from kdscene.losses.vid import VIDLoss, VIDRegressor
 
 __all__ = [
     "ABF",
@@ -24,12 +28,19 @@ __all__ = [
     "FAMKDLoss",
     "FAMModule",
     "Features",
+    "FitNetLoss",
     "KDLoss",
     "LocalSelfAttention",
+    "PKTLoss",
     "ReviewKDLoss",
+    "SemCKDLoss",
     "TapInfo",
+    "VIDLoss",
+    "VIDRegressor",
     "attention_map",
     "dct_frequency_map",
     "hcl_loss",
+    "hint_regressor",
     "kd_divergence",
+    "pkt_divergence",
 ]
