@@ -101,7 +101,9 @@ class DistillationModule(L.LightningModule):
         self.student = build_backbone(student)
         self.student_tap = FeatureTap(self.student, student.tap_layers, student.tap_head)
         if not train_student:
+            # eval now: Lightning restores the modes captured at fit start and never calls self.train()
             self.student.requires_grad_(False)
+            self.student.eval()
         self.teacher: nn.Module | None = None
         self.teacher_tap: FeatureTap | None = None
         needing = [k for k, f in distill.items() if _needs_teacher(f)]
