@@ -16,6 +16,8 @@ from kdscene.losses.local_attention import LocalSelfAttention
 from kdscene.losses.pkt import PKTLoss, pkt_divergence
 from kdscene.losses.review import ABF, ReviewKDLoss, hcl_loss
 from kdscene.losses.semckd import SemCKDLoss
+from kdscene.losses.srm import SRMDictionaryLoss, SRMLoss, load_dictionaries
+from kdscene.losses.srm_parts import SparseCoder, SRMPredictor, keep_top, srm_sizes
 from kdscene.losses.vid import VIDLoss, VIDRegressor
 
 __all__ = [
@@ -33,7 +35,11 @@ __all__ = [
     "LocalSelfAttention",
     "PKTLoss",
     "ReviewKDLoss",
+    "SRMDictionaryLoss",
+    "SRMLoss",
+    "SRMPredictor",
     "SemCKDLoss",
+    "SparseCoder",
     "TapInfo",
     "VIDLoss",
     "VIDRegressor",
@@ -42,5 +48,8 @@ __all__ = [
     "hcl_loss",
     "hint_regressor",
     "kd_divergence",
+    "keep_top",
+    "load_dictionaries",
     "pkt_divergence",
+    "srm_sizes",
 ]
