@@ -34,7 +34,8 @@ Differences between the paper, the authors' code and kdscene, and the option tha
    fractional (:func:`~kdscene.losses.srm_parts.srm_sizes`). No option.
 3. ImageNet code: the level-1 dictionary is learned on ResNet-34 ``layer1`` but the labels and the
    student's predictions use the ``maxpool`` output (both 64@56). kdscene uses the same teacher taps in
-   both stages (as the authors' transfer-learning code does); the mismatch is not reproduced.
+   both stages (``maxpool`` in ``conf/distill/srm.yaml``, as in the authors' transfer-learning code);
+   the mismatch is not reproduced.
 4. Authors' stage 1 leaves the teacher in ``train()`` mode under ``no_grad``, so its BatchNorm running
    statistics drift while the dictionaries are learned. kdscene keeps the teacher in eval mode
    (:class:`~kdscene.module.DistillationModule`); no option.

@@ -34,6 +34,9 @@ def test_srm_runs_dictionary_predict_and_kd_stages(tiny_overrides, tmp_path):
     # stage 2 loaded the stage-1 dictionaries and kept them frozen
     s1, s2 = first["state_dict"], second["state_dict"]
     levels = {k.split(".")[3] for k in s1 if k.startswith("distill.srm_dict.coders.")}
+    # the config's levels: maxpool 64, layer2 128, layer3 256, layer4 512, avgpool 512 channels; K = 4·D
+    shapes = [tuple(s1[f"distill.srm_dict.coders.{i}.codewords"].shape) for i in range(len(levels))]
+    assert shapes == [(64, 256), (128, 512), (256, 1024), (512, 2048), (512, 2048)]
     for i in levels:
         for name in ("codewords", "intercept"):
             assert torch.equal(
