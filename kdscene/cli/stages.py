@@ -90,4 +90,9 @@ def run_stages(cfg: DictConfig) -> tuple[dict[str, float], str]:
         metrics, best = run_single(_stage_config(cfg, name, stage))
         last = Path(cfg.paths.output_dir) / name / "checkpoints" / "last.ckpt"
         _OUTPUTS[name] = str(last) if last.is_file() else best
+        if not _OUTPUTS[name] and not cfg.trainer.get("fast_dev_run"):
+            raise RuntimeError(
+                f"stage {name!r} wrote no checkpoint for the next stages; keep checkpointing on "
+                "(trainer.enable_checkpointing, callbacks=default saves last.ckpt)"
+            )
     return metrics, best

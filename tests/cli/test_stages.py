@@ -65,3 +65,9 @@ def test_a_stage_with_a_checkpoint_is_skipped(tiny_overrides, tmp_path):
     run(cfg2)
     assert not (tmp_path / "again" / "out" / "pretrain").exists()
     assert (tmp_path / "again" / "out" / "distil" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_stage_without_a_checkpoint_stops_the_sequence(tiny_overrides, tmp_path):
+    cfg = _cfg([*tiny_overrides, "callbacks=none", "+trainer.enable_checkpointing=false"], tmp_path)
+    with pytest.raises(RuntimeError, match="wrote no checkpoint"):
+        run(cfg)
