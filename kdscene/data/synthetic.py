@@ -123,9 +123,9 @@ def render_scene(cls: SceneClass, rng: np.random.Generator, size: int) -> Image.
         cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.02, 0.05)
         img[(x - cx) ** 2 + (y - cy) ** 2 <= r**2] = _random_colour(rng)
     for shape, cell in zip(cls.shapes, cls.cells):
-        cx = (cell % 3 + 0.5) / 3 + rng.uniform(-0.05, 0.05)
-        cy = (cell // 3 + 0.5) / 3 + rng.uniform(-0.05, 0.05)
-        r = rng.uniform(0.10, 0.14)
+        cx = (cell % 3 + 0.5) / 3 + rng.uniform(-0.04, 0.04)
+        cy = (cell // 3 + 0.5) / 3 + rng.uniform(-0.04, 0.04)
+        r = rng.uniform(0.14, 0.17)
         mask = _shape_mask(shape, x - cx, y - cy, r, rng.uniform(-0.3, 0.3))
         img[mask] = _random_colour(rng)
     pixels = (np.clip(img, 0, 1) * 255).astype(np.uint8)
@@ -138,10 +138,10 @@ class SyntheticScenesSpec:
 
     num_classes: int = 8
     train_per_class: int = 100
-    test_per_class: int = 25
-    image_size: int = 72
+    test_per_class: int = 50
+    image_size: int = 56
     seed: int = 0
-    version: int = 1
+    version: int = 2
 
 
 def _file_name(split: str, i: int) -> str:
@@ -210,11 +210,11 @@ class SyntheticScenesDataModule(MITIndoor67DataModule):
         root: str | Path,
         num_classes: int = 8,
         train_per_class: int = 100,
-        test_per_class: int = 25,
+        test_per_class: int = 50,
         seed: int = 0,
-        generated_size: int = 72,
-        image_size: int = 64,
-        resize: int | None = 72,
+        generated_size: int = 56,
+        image_size: int = 48,
+        resize: int | None = 56,
         hflip: bool = False,
         train_crop: Literal["random", "random_resized", "center"] = "random",
         mean: Sequence[float] = KINETICS_MEAN,
