@@ -121,3 +121,16 @@ def test_paper_recipes_compose_with_the_papers_settings(name, tmp_path):
     assert cfg.data.image_size == 224 and cfg.data.resize == 256
     assert list(cfg.data.mean) == [0.43216, 0.394666, 0.37645]
     assert cfg.optimizer.lr == 0.1 and cfg.scheduler.step_size == 25 and cfg.trainer.max_epochs == 70
+
+
+def test_last_ckpt_holds_the_final_epoch_even_when_it_is_not_the_best(tiny_overrides, tmp_path):
+    import torch
+
+    # "best" = lowest epoch: the best file stays at epoch 0, so only last.ckpt can hold epoch 2
+    best_is_first = ["callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=min"]
+    limits = ["trainer.max_epochs=3", "trainer.limit_train_batches=2", "test=false", *best_is_first]
+    cfg = compose_config("train", [*tiny_overrides, *limits], tmp_path / "o")
+    _, best = run(cfg)
+    last = torch.load(tmp_path / "o" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 2 and last["global_step"] == 6
+    assert torch.load(best, weights_only=False)["epoch"] == 0
