@@ -12,13 +12,10 @@ available as :attr:`ADE20KSceneDataModule.val_only_classes`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from kdscene.data.base import (
-    KINETICS_MEAN,
-    KINETICS_STD,
     Sample,
     SceneDataModule,
     layout_error,
@@ -59,40 +56,8 @@ class ADE20KSceneDataModule(SceneDataModule):
     LAYOUT = ADE20K_LAYOUT
     NAME = "ADE20K"
 
-    def __init__(
-        self,
-        root: str | Path,
-        image_size: int = 224,
-        resize: int | None = 256,
-        train_crop: Literal["random", "random_resized", "center"] = "random",
-        hflip: bool = True,
-        mean: Sequence[float] = KINETICS_MEAN,
-        std: Sequence[float] = KINETICS_STD,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 4,
-        pin_memory: bool = False,
-        skip_corrupt: bool = False,
-        check_files: bool = True,
-        draft: bool = True,
-    ) -> None:
-        super().__init__(
-            root,
-            image_size=image_size,
-            resize=resize,
-            train_crop=train_crop,
-            hflip=hflip,
-            mean=mean,
-            std=std,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            skip_corrupt=skip_corrupt,
-            check_files=check_files,
-            draft=draft,
-        )
-        self._entries: list[tuple[str, str, str]] | None = None
+    # (split, image name, scene) of every sceneCategories.txt line, read once
+    _entries: list[tuple[str, str, str]] | None = None
 
     @property
     def data_dir(self) -> Path:
