@@ -1,6 +1,7 @@
 """DDP with two CPU processes (ddp_spawn, gloo): both ranks train and end with identical weights."""
 
 import lightning as L
+import pytest
 import torch
 
 from tests.helpers import TinyDataModule, make_module, tiny_trainer
@@ -19,6 +20,7 @@ class RankAgreement(L.Callback):
             torch.save({"checksums": gathered.cpu(), "world": trainer.world_size}, self.out)
 
 
+@pytest.mark.slow
 def test_ddp_spawn_two_processes_agree(tmp_path):
     out = tmp_path / "ranks.pt"
     module = make_module("at_kd")

@@ -49,12 +49,14 @@ def _cli(args, tmp_path):
     return subprocess.run(env_cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
 
 
+@pytest.mark.slow
 def test_train_cli_in_a_subprocess(tiny_overrides, tmp_path):
     result = _cli([*tiny_overrides, "distill=at_kd", "debug=fdr"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test/acc_top1" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_multirun_over_distill_methods(tiny_overrides, tmp_path):
     result = _cli(["-m", *tiny_overrides, "distill=none,kd,at", "debug=fdr"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -5,6 +5,7 @@ import copy
 from functools import partial
 
 import lightning as L
+import pytest
 import torch
 
 from kdscene.losses import CrossEntropyLoss, SRMDictionaryLoss, SRMLoss
@@ -70,6 +71,7 @@ class RankAgreement(L.Callback):
             torch.save({"sums": gathered.cpu(), "world": trainer.world_size}, self.out)
 
 
+@pytest.mark.slow
 def test_stage2_ddp_two_processes_agree_on_the_predictors(tmp_path):
     _, _, _, stage1 = _stage1(tmp_path)
     terms = {
