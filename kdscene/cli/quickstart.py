@@ -69,7 +69,8 @@ def _row(label: str, metrics: dict[str, float], seconds: float) -> str:
     return f"| {label:<32} | {100 * top1:6.2f} | {100 * mean_class:10.2f} | {seconds:6.0f} |"
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict]:
+def run_quickstart(argv: Sequence[str] | None = None) -> list[dict]:
+    """Run the teacher and every method; return one record per run (also written to results.json)."""
     args = parse_args(argv)
     logging.getLogger("lightning").setLevel(logging.WARNING)
     out = Path(args.out or f"logs/quickstart/{datetime.now():%Y-%m-%d_%H-%M-%S}").resolve()
@@ -114,6 +115,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     (out / "results.md").write_text(table + "\n")
     print(f"\nSynthetic scenes, test split (results in {out}):\n{table}")
     return results
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point (returns nothing, so that ``sys.exit(main())`` exits with 0)."""
+    run_quickstart(argv)
 
 
 if __name__ == "__main__":

@@ -136,3 +136,24 @@ def test_last_ckpt_holds_the_final_epoch_even_when_it_is_not_the_best(tiny_overr
     last = torch.load(tmp_path / "o" / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["epoch"] == 2 and last["global_step"] == 6
     assert torch.load(best, weights_only=False)["epoch"] == 0
+
+
+@pytest.mark.slow
+def test_quickstart_console_entry_exits_zero_and_writes_its_table(synthetic_root, tmp_path):
+    tiny = ["data.num_classes=4", "data.train_per_class=8", "data.test_per_class=4", "data.batch_size=8"]
+    args = ["--methods", "kd", "--teacher", "resnet10", "--teacher-epochs", "1", "--student-epochs", "1"]
+    code = "import sys; from kdscene.cli.quickstart import main; sys.exit(main())"
+    cmd = [
+        sys.executable,
+        "-c",
+        code,
+        *args,
+        "--out",
+        str(tmp_path / "qs"),
+        f"data.root={synthetic_root}",
+        *tiny,
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (tmp_path / "qs" / "results.md").read_text()
+    assert "| Teacher (resnet10)" in table and "| KD (resnet10)" in table
