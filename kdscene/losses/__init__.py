@@ -9,13 +9,16 @@ from kdscene.losses.at import ATLoss, attention_map
 from kdscene.losses.base import DistillLoss
 from kdscene.losses.ce import CrossEntropyLoss
 from kdscene.losses.dct import DCTAttentionLoss, dct_frequency_map
+from kdscene.losses.dkd import DKDLoss, dkd_parts
 from kdscene.losses.fam import FAMFusion, FAMKDLoss, FAMModule
 from kdscene.losses.fitnet import FitNetLoss, hint_regressor
 from kdscene.losses.kd import KDLoss, kd_divergence
 from kdscene.losses.local_attention import LocalSelfAttention
 from kdscene.losses.pkt import PKTLoss, pkt_divergence
 from kdscene.losses.review import ABF, ReviewKDLoss, hcl_loss
+from kdscene.losses.rkd import RKDLoss, rkd_angle, rkd_distance
 from kdscene.losses.semckd import SemCKDLoss
+from kdscene.losses.sp import SPLoss, similarity_matrix
 from kdscene.losses.srm import SRMDictionaryLoss, SRMLoss, load_dictionaries
 from kdscene.losses.srm_parts import SparseCoder, SRMPredictor, keep_top, srm_sizes
 from kdscene.losses.vid import VIDLoss, VIDRegressor
@@ -25,6 +28,7 @@ __all__ = [
     "ATLoss",
     "CrossEntropyLoss",
     "DCTAttentionLoss",
+    "DKDLoss",
     "DistillLoss",
     "FAMFusion",
     "FAMKDLoss",
@@ -34,7 +38,9 @@ __all__ = [
     "KDLoss",
     "LocalSelfAttention",
     "PKTLoss",
+    "RKDLoss",
     "ReviewKDLoss",
+    "SPLoss",
     "SRMDictionaryLoss",
     "SRMLoss",
     "SRMPredictor",
@@ -45,11 +51,15 @@ __all__ = [
     "VIDRegressor",
     "attention_map",
     "dct_frequency_map",
+    "dkd_parts",
     "hcl_loss",
     "hint_regressor",
     "kd_divergence",
     "keep_top",
     "load_dictionaries",
     "pkt_divergence",
+    "rkd_angle",
+    "rkd_distance",
+    "similarity_matrix",
     "srm_sizes",
 ]
