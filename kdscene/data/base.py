@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import lightning as L
-import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -297,8 +296,3 @@ class SceneDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("val", train=False)
-
-
-def labels_of(dataset: ImageListDataset) -> Tensor:
-    """All labels of a dataset as a tensor (no image is decoded)."""
-    return torch.tensor([label for _, label in dataset.samples])

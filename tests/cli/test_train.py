@@ -157,3 +157,13 @@ def test_quickstart_console_entry_exits_zero_and_writes_its_table(synthetic_root
     assert result.returncode == 0, result.stderr[-3000:]
     table = (tmp_path / "qs" / "results.md").read_text()
     assert "| Teacher (resnet10)" in table and "| KD (resnet10)" in table
+
+
+def test_every_quickstart_row_has_a_distill_config():
+    from pathlib import Path
+
+    from kdscene.cli.common import CONFIG_DIR
+    from kdscene.cli.quickstart import DEFAULT_METHODS, LABELS
+
+    missing = [m for m in DEFAULT_METHODS if not (Path(CONFIG_DIR) / "distill" / f"{m}.yaml").is_file()]
+    assert not missing and set(DEFAULT_METHODS) <= set(LABELS)
