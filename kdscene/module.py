@@ -1,6 +1,6 @@
 """DistillationModule: a frozen teacher, a trainable student and a weighted sum of loss terms.
 
-One training step (DESIGN.md): the teacher runs under ``no_grad`` in eval mode and its
+One training step (``docs/architecture.md``): the teacher runs under ``no_grad`` in eval mode and its
 :class:`~kdscene.features.FeatureTap` fills its :class:`~kdscene.features.Features`; the student runs
 with grad; every distill term gets ``(student, teacher, labels)`` and returns already-weighted
 scalars; the loss is their sum. The optimizer sees the student's parameters plus those the terms own
@@ -9,6 +9,8 @@ scalars; the loss is their sum. The optimizer sees the student's parameters plus
 The teacher's weights are not written into checkpoints: the hyper-parameters record its
 :class:`~kdscene.models.BackboneSpec` (name and checkpoint path) and the teacher is rebuilt from it.
 Lightning warns that the teacher is "in eval mode at the start of training": that is intended.
+The teacher's accuracy (``teacher/val_acc_top1``, ``teacher/val_acc_mean_class`` and the ``test``
+pair) comes from the logits every validation and test step computes anyway, synced across ranks.
 """
 
 from __future__ import annotations
@@ -76,7 +78,6 @@ class DistillationModule(L.LightningModule):
         scheduler_interval: ``"epoch"`` or ``"step"``.
         image_size: input size used to probe the feature shapes once at construction.
         channels_last: run both networks in channels-last memory format.
-        eval_teacher: measure and log the teacher's validation accuracy when training starts.
         train_student: ``False`` freezes the student (no grad, eval mode, not in the optimizer), for
             stages that train only what the loss terms own (SRM's teacher dictionaries).
     """
@@ -91,7 +92,6 @@ class DistillationModule(L.LightningModule):
         scheduler_interval: str = "epoch",
         image_size: int = 224,
         channels_last: bool = False,
-        eval_teacher: bool = True,
         train_student: bool = True,
     ) -> None:
         super().__init__()
@@ -118,6 +118,9 @@ class DistillationModule(L.LightningModule):
         self.train_metrics = _accuracy_metrics(n, "train/")
         self.val_metrics = _accuracy_metrics(n, "val/")
         self.test_metrics = _accuracy_metrics(n, "test/")
+        self.teacher_metrics = nn.ModuleDict(
+            {split: _accuracy_metrics(n, f"teacher/{split}_") for split in ("val", "test")}
+        )
         self.val_acc_best = MaxMetric()
 
     # -- construction -------------------------------------------------------------------------
@@ -206,6 +209,10 @@ class DistillationModule(L.LightningModule):
             )
         metrics.update(student.logits.detach(), labels)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split != "train", batch_size=bs)
+        if teacher is not None and split in self.teacher_metrics:
+            # the teacher's accuracy from the logits this step computed anyway (synced across ranks)
+            self.teacher_metrics[split].update(teacher.logits, labels)
+            self.log_dict(self.teacher_metrics[split], on_step=False, on_epoch=True, batch_size=bs)
         return loss
 
     def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
@@ -223,40 +230,8 @@ class DistillationModule(L.LightningModule):
         self.val_acc_best(self.val_metrics["acc_top1"].compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
-    # -- teacher accuracy -------------------------------------------------------------------
     def on_train_start(self) -> None:
         self.val_acc_best.reset()
-        if self.teacher is not None and self.hparams.eval_teacher:
-            top1, mean_class = self.evaluate_teacher()
-            self.log("teacher/val_acc_top1", top1, rank_zero_only=True)
-            self.log("teacher/val_acc_mean_class", mean_class, rank_zero_only=True)
-            rank_zero_info(f"[kdscene] teacher val top-1 {top1:.4f}, mean-class {mean_class:.4f}")
-
-    def _teacher_batches(self) -> int | float:
-        trainer = self.trainer
-        if trainer.fast_dev_run:
-            return int(trainer.fast_dev_run)
-        limit = trainer.limit_val_batches
-        return limit if isinstance(limit, int) else float("inf")
-
-    @torch.no_grad()
-    def evaluate_teacher(self) -> tuple[float, float]:
-        """Top-1 and mean-class accuracy of the teacher on the validation loader (every rank, whole set)."""
-        dm = getattr(self.trainer, "datamodule", None)
-        loader = dm.val_dataloader() if dm is not None else self.trainer.val_dataloaders
-        metrics = _accuracy_metrics(self.hparams.student.num_classes, "").to(self.device)
-        limit = self._teacher_batches()
-        for i, batch in enumerate(loader):
-            if i >= limit:
-                break
-            images = batch[0].to(self.device)
-            if self.hparams.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            metrics.update(self.teacher(images), batch[1].to(self.device))
-        if limit == 0 or not metrics["acc_top1"].update_count:
-            return float("nan"), float("nan")
-        out = metrics.compute()
-        return float(out["acc_top1"]), float(out["acc_mean_class"])
 
     # -- checkpoints and optimizers -----------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

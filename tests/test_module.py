@@ -120,3 +120,19 @@ def test_terms_with_several_outputs_are_prefixed_by_their_key():
     )
     s, t = module.features(torch.randn(2, 3, 32, 32))
     assert set(module.loss_terms(s, t, torch.tensor([0, 1]))) == {"ce", "two_a", "two_b"}
+
+
+def test_teacher_accuracy_comes_from_the_validation_step_and_equals_a_direct_count(tmp_path, teacher_ckpt):
+    module = make_module(teacher_ckpt=teacher_ckpt)
+    data = TinyDataModule()
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=1)
+    trainer.fit(module, datamodule=data)
+    images, labels = data.dataset.tensors
+    with torch.no_grad():
+        predicted = module.teacher(images).argmax(1)
+    correct = (predicted == labels).float()
+    per_class = torch.stack([correct[labels == c].mean() for c in range(3)])
+    metrics = trainer.callback_metrics
+    assert metrics["teacher/val_acc_top1"].item() == pytest.approx(correct.mean().item())
+    assert metrics["teacher/val_acc_mean_class"].item() == pytest.approx(per_class.mean().item())
+    assert not hasattr(module, "evaluate_teacher")  # no second pass over the validation data

@@ -3,29 +3,34 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
+import sys
 
 import hydra
-import lightning as L
-import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from kdscene.cli.common import CONFIG_DIR, backbone_spec, instantiate_group
-from kdscene.losses import CrossEntropyLoss
-from kdscene.module import DistillationModule
+from kdscene.cli.config import CONFIG_DIR, exit_on_moved_keys
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Load the student weights of ``cfg.ckpt_path`` and test them on ``cfg.split``."""
+    import dataclasses
+    from functools import partial
+
+    import lightning as L
+    import torch
+    from hydra.utils import instantiate
+
+    from kdscene.cli.fit import backbone_spec, instantiate_group
+    from kdscene.losses import CrossEntropyLoss
+    from kdscene.module import DistillationModule
+
     L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     spec = backbone_spec(cfg.student, datamodule.num_classes)
-    spec.checkpoint = str(cfg.ckpt_path)
     module = DistillationModule(
-        student=spec,
+        student=dataclasses.replace(spec, checkpoint=str(cfg.ckpt_path)),
         distill={"ce": CrossEntropyLoss()},
         optimizer=partial(torch.optim.SGD, lr=0.0),
         image_size=cfg.data.image_size,
@@ -41,8 +46,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     evaluate(cfg)
+
+
+def main() -> None:
+    """Console entry point of ``kdscene-eval``."""
+    exit_on_moved_keys(sys.argv[1:])
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from kdscene.cli.common import compose_config
-from kdscene.cli.train import run
+from kdscene.cli.config import compose_config
+from kdscene.cli.train import train
 
 # the rows of the table, in order (any conf/distill name works with --methods)
 DEFAULT_METHODS = ("none", "kd", "at", "at_kd", "dct", "dct_kd", "srm", "review", "fam")
@@ -57,8 +57,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def _job(name: str, overrides: list[str], out: Path) -> tuple[dict[str, float], str, float]:
     start = time.perf_counter()
     cfg = compose_config("train", [*overrides, f"task_name=quickstart_{name}"], out / name)
-    metrics, best = run(cfg)
-    return metrics, best, time.perf_counter() - start
+    result = train(cfg)
+    return result.metrics, result.best_checkpoint, time.perf_counter() - start
 
 
 def _row(label: str, metrics: dict[str, float], seconds: float) -> str:

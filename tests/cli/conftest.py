@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kdscene.cli.common import CONFIG_DIR
+from kdscene.cli.config import CONFIG_DIR
 
 DISTILL_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "distill").glob("*.yaml"))
 

@@ -2,8 +2,9 @@
 
 from omegaconf import open_dict
 
-from kdscene.cli.common import compose_config
-from kdscene.cli.train import build_module
+from kdscene.cli.config import compose_config
+from kdscene.cli.fit import build_module
+from kdscene.cli.recipe import parse_recipe, stage_config
 
 PRE = ("layer1:pre", "layer2:pre", "layer3:pre", "layer4:pre")
 
@@ -12,7 +13,8 @@ def _module(overrides, tmp_path):
     cfg = compose_config("train", ["teacher=resnet10", "student=resnet10", *overrides], tmp_path)
     with open_dict(cfg):
         cfg.data.image_size = 32
-    return build_module(cfg, num_classes=3)
+    recipe = parse_recipe(cfg.distill)
+    return build_module(cfg, recipe, recipe.stages[0], num_classes=3)
 
 
 def test_review_config_taps_pre_activations_of_both_networks(tmp_path):
@@ -33,10 +35,11 @@ def test_configs_without_tap_keys_keep_the_presets(tmp_path):
 
 
 def test_every_stage_of_a_staged_config_keeps_the_distill_taps(tmp_path):
-    from kdscene.cli.stages import _stage_config
-
     cfg = compose_config("train", ["distill=review"], tmp_path)
     with open_dict(cfg):
         cfg.distill.stages = {"only": {"terms": cfg.distill.terms}}
-    out = _stage_config(cfg, "only", cfg.distill.stages.only)
+        del cfg.distill["terms"]
+        del cfg.distill["callbacks"]
+    recipe = parse_recipe(cfg.distill)
+    out = stage_config(cfg, recipe, recipe.stages[0], last=True)
     assert tuple(out.distill.teacher_layers) == PRE and tuple(out.distill.student_layers) == PRE

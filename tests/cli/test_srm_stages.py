@@ -2,8 +2,8 @@
 
 import torch
 
-from kdscene.cli.common import compose_config
-from kdscene.cli.train import run
+from kdscene.cli.config import compose_config
+from kdscene.cli.train import train
 
 FAST = [
     "trainer.max_epochs=1",
@@ -21,7 +21,9 @@ def _load(path):
 
 def test_srm_runs_dictionary_predict_and_kd_stages(tiny_overrides, tmp_path):
     cfg = compose_config("train", [*tiny_overrides, *FAST], tmp_path / "out")
-    metrics, best = run(cfg)
+    result = train(cfg)
+    metrics, best = result.metrics, result.best_checkpoint
+    assert list(result.stages) == ["dictionary", "predict", "kd"]
     assert "test/acc_top1" in metrics and "train/loss_kd" in metrics
     assert all(v == v for k, v in metrics.items() if "loss" in k), metrics
     ckpt = {s: tmp_path / "out" / s / "checkpoints" / "last.ckpt" for s in ("dictionary", "predict", "kd")}

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
-from kdscene.cli.common import compose_config
-from kdscene.cli.stages import _stage_config
-from kdscene.cli.train import run
+from kdscene.cli.config import compose_config
+from kdscene.cli.recipe import RecipeError, parse_recipe, stage_config
+from kdscene.cli.train import train
 
 TWO_STAGES = {
     "stages": {
@@ -37,17 +37,21 @@ def _cfg(tiny_overrides, tmp_path, **stage_patch):
 
 def test_stage_config_replaces_terms_optimizer_and_output_dir(tiny_overrides, tmp_path):
     cfg = _cfg(tiny_overrides, tmp_path)
-    stage = _stage_config(cfg, "pretrain", cfg.distill.stages.pretrain)
+    recipe = parse_recipe(cfg.distill)
+    stage = stage_config(cfg, recipe, recipe.stages[0], last=False)
     assert list(stage.distill.terms) == ["ce"] and stage.optimizer._target_ == "torch.optim.Adam"
     assert "momentum" not in stage.optimizer and stage.scheduler is None
     assert stage.paths.output_dir.endswith("out/pretrain") and stage.test is False
-    with pytest.raises(KeyError, match="unknown keys \\['epochs'\\]"):
-        _stage_config(cfg, "bad", OmegaConf.create({"epochs": 3, "terms": {}}))
+    with open_dict(cfg):
+        cfg.distill.stages.bad = OmegaConf.create({"epochs": 3, "terms": {}})
+    with pytest.raises(RecipeError, match="distill.stages.bad has unknown keys \\['epochs'\\]"):
+        parse_recipe(cfg.distill)
 
 
 def test_stages_run_in_order_and_hand_over_the_student(tiny_overrides, tmp_path):
     cfg = _cfg(tiny_overrides, tmp_path)
-    metrics, best = run(cfg)
+    result = train(cfg)
+    metrics, best = result.metrics, result.best_checkpoint
     assert "test/acc_top1" in metrics and "train/loss_kd" in metrics
     pretrained = torch.load(tmp_path / "out" / "pretrain" / "checkpoints" / "last.ckpt", weights_only=False)
     assert (tmp_path / "out" / "distil" / "checkpoints" / "last.ckpt").is_file()
@@ -59,10 +63,10 @@ def test_stages_run_in_order_and_hand_over_the_student(tiny_overrides, tmp_path)
 
 def test_a_stage_with_a_checkpoint_is_skipped(tiny_overrides, tmp_path):
     cfg = _cfg(tiny_overrides, tmp_path)
-    run(cfg)
+    train(cfg)
     ckpt = str(tmp_path / "out" / "pretrain" / "checkpoints" / "last.ckpt")
     cfg2 = _cfg(tiny_overrides, tmp_path / "again", stages={"pretrain": {"checkpoint": ckpt}})
-    run(cfg2)
+    train(cfg2)
     assert not (tmp_path / "again" / "out" / "pretrain").exists()
     assert (tmp_path / "again" / "out" / "distil" / "checkpoints" / "last.ckpt").is_file()
 
@@ -70,4 +74,4 @@ def test_a_stage_with_a_checkpoint_is_skipped(tiny_overrides, tmp_path):
 def test_a_stage_without_a_checkpoint_stops_the_sequence(tiny_overrides, tmp_path):
     cfg = _cfg([*tiny_overrides, "callbacks=none", "+trainer.enable_checkpointing=false"], tmp_path)
     with pytest.raises(RuntimeError, match="wrote no checkpoint"):
-        run(cfg)
+        train(cfg)

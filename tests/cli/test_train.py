@@ -5,16 +5,16 @@ import sys
 
 import pytest
 
-from kdscene.cli.common import compose_config
+from kdscene.cli.config import compose_config
 from kdscene.cli.evaluate import evaluate
-from kdscene.cli.train import run, train
+from kdscene.cli.train import train
 from tests.cli.conftest import DISTILL_CONFIGS
 
 
 @pytest.mark.parametrize("distill", DISTILL_CONFIGS)
 def test_every_distill_config_runs_fast_dev_run(distill, tiny_overrides, tmp_path):
     cfg = compose_config("train", [*tiny_overrides, f"distill={distill}", "debug=fdr"], tmp_path / "out")
-    metrics = train(cfg)
+    metrics = train(cfg).metrics
     assert "train/loss" in metrics and "test/acc_top1" in metrics
     assert all(v == v for k, v in metrics.items() if "loss" in k), metrics  # no NaN
 
@@ -22,14 +22,15 @@ def test_every_distill_config_runs_fast_dev_run(distill, tiny_overrides, tmp_pat
 def test_teacher_checkpoint_feeds_a_distillation_run_and_eval_reproduces_test(tiny_overrides, tmp_path):
     limits = ["trainer.max_epochs=1", "trainer.limit_train_batches=2"]
     cfg = compose_config("train", [*tiny_overrides, *limits, "distill=none"], tmp_path / "teacher")
-    _, teacher_ckpt = run(cfg)
+    teacher_ckpt = train(cfg).best_checkpoint
     assert teacher_ckpt.endswith(".ckpt")
     cfg = compose_config(
         "train",
         [*tiny_overrides, *limits, "distill=kd", f"teacher.checkpoint={teacher_ckpt}"],
         tmp_path / "kd",
     )
-    metrics, student_ckpt = run(cfg)
+    result = train(cfg)
+    metrics, student_ckpt = result.metrics, result.best_checkpoint
     assert 0.0 <= metrics["teacher/val_acc_top1"] <= 1.0
     eval_overrides = [o for o in tiny_overrides if not o.startswith("teacher")] + [
         f"ckpt_path={student_ckpt}"
@@ -70,7 +71,7 @@ def test_a_wrong_dataset_root_shows_the_layout_before_any_model_is_built(tiny_ov
         "train", [*overrides, "data=mit_indoor", f"data.root={tmp_path}/no_such_dir"], tmp_path / "o"
     )
     with pytest.raises(FileNotFoundError, match="no_such_dir does not exist") as err:
-        run(cfg)
+        train(cfg)
     assert "TrainImages.txt" in str(err.value)
     assert not (tmp_path / "o" / "checkpoints").exists()
 
@@ -82,7 +83,7 @@ def test_an_unknown_layer_name_lists_the_valid_ones(tiny_overrides, tmp_path):
         tmp_path / "o",
     )
     with pytest.raises(KeyError, match=r"unknown layer name\(s\) \['layer9'\].*layer4"):
-        run(cfg)
+        train(cfg)
 
 
 def test_a_teacher_checkpoint_that_does_not_fit_is_refused(tiny_overrides, tmp_path):
@@ -95,7 +96,7 @@ def test_a_teacher_checkpoint_that_does_not_fit_is_refused(tiny_overrides, tmp_p
         "train", [*tiny_overrides, "distill=kd", f"teacher.checkpoint={bad}"], tmp_path / "o"
     )
     with pytest.raises(ValueError, match=r"does not fit ResNet:\n  unexpected keys \(48\)"):
-        run(cfg)
+        train(cfg)
 
 
 def test_onecycle_steps_per_batch_and_gets_its_length_from_the_trainer(tiny_overrides, tmp_path):
@@ -105,7 +106,7 @@ def test_onecycle_steps_per_batch_and_gets_its_length_from_the_trainer(tiny_over
     cfg = compose_config(
         "train", [*tiny_overrides, *limits, "optimizer=adamw", "scheduler=onecycle"], tmp_path / "o"
     )
-    run(cfg)
+    train(cfg)
     ckpt = torch.load(tmp_path / "o" / "checkpoints" / "last.ckpt", weights_only=False)
     (sched,) = ckpt["lr_schedulers"]
     assert sched["total_steps"] == 6 and sched["last_epoch"] == 6
@@ -132,7 +133,7 @@ def test_last_ckpt_holds_the_final_epoch_even_when_it_is_not_the_best(tiny_overr
     best_is_first = ["callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=min"]
     limits = ["trainer.max_epochs=3", "trainer.limit_train_batches=2", "test=false", *best_is_first]
     cfg = compose_config("train", [*tiny_overrides, *limits], tmp_path / "o")
-    _, best = run(cfg)
+    best = train(cfg).best_checkpoint
     last = torch.load(tmp_path / "o" / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["epoch"] == 2 and last["global_step"] == 6
     assert torch.load(best, weights_only=False)["epoch"] == 0
@@ -162,7 +163,7 @@ def test_quickstart_console_entry_exits_zero_and_writes_its_table(synthetic_root
 def test_every_quickstart_row_has_a_distill_config():
     from pathlib import Path
 
-    from kdscene.cli.common import CONFIG_DIR
+    from kdscene.cli.config import CONFIG_DIR
     from kdscene.cli.quickstart import DEFAULT_METHODS, LABELS
 
     missing = [m for m in DEFAULT_METHODS if not (Path(CONFIG_DIR) / "distill" / f"{m}.yaml").is_file()]

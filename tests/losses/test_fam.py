@@ -394,7 +394,6 @@ def test_ddp_two_processes_keep_the_complex_filters_in_sync(tmp_path):
         distill={"ce": partial(CrossEntropyLoss), "fam": partial(FAMKDLoss, weight=1.0, cuton=0.5)},
         optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9),
         image_size=16,
-        eval_teacher=False,
     )
     out = tmp_path / "ranks.pt"
     trainer = tiny_trainer(

@@ -21,7 +21,6 @@ def _module(terms, **kw):
         distill=terms,
         optimizer=partial(torch.optim.Adam, lr=1e-2),
         image_size=32,
-        eval_teacher=False,
         **kw,
     )
 

@@ -1,0 +1,89 @@
+"""Where kdscene's configs live, composing them in-process, and clear errors for keys that moved.
+
+This module imports Hydra and OmegaConf only (no torch), so that ``kdscene-train --help`` and tab
+completion stay fast.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+# (pattern of an override key, replacement): a user who types an old key learns the new one
+MOVED_KEYS: tuple[tuple[str, str], ...] = (
+    (r"eval_teacher", "(removed: the teacher's accuracy is logged from every validation step)"),
+)
+
+
+class MovedKeyError(KeyError):
+    """A config key the user set has moved or been removed; the message names the new key."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _override_key(override: str) -> str | None:
+    """``"+data.root=/x"`` -> ``"data.root"``; ``None`` for flags such as ``-m``."""
+    if override.startswith("-") or "=" not in override:
+        return None
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def moved_key_messages(overrides: Sequence[str]) -> list[str]:
+    """One message per override whose key is listed in :data:`MOVED_KEYS`."""
+    messages = []
+    for override in overrides:
+        key = _override_key(override)
+        if key is None:
+            continue
+        for pattern, replacement in MOVED_KEYS:
+            if re.fullmatch(pattern, key):
+                messages.append(f"{key!r} has moved: use {re.sub(pattern, replacement, key)}")
+                break
+    return messages
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Raise :class:`MovedKeyError` listing every override that uses a moved or removed key."""
+    messages = moved_key_messages(overrides)
+    if messages:
+        raise MovedKeyError("\n".join(messages))
+
+
+def exit_on_moved_keys(argv: Sequence[str]) -> None:
+    """For console entry points: print the moved-key messages and exit with status 2."""
+    messages = moved_key_messages(argv)
+    if messages:
+        print("kdscene: " + "\n".join(messages), file=sys.stderr)
+        raise SystemExit(2)
+
+
+def compose_config(config_name: str, overrides: Sequence[str], output_dir: str | Path) -> DictConfig:
+    """Compose a config as ``@hydra.main`` would, for running jobs inside one Python process."""
+    from hydra import compose, initialize_config_dir
+
+    check_overrides(overrides)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(Path(output_dir).resolve())
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    cfg.paths.output_dir = str(Path(output_dir).resolve())
+    return cfg
+
+
+def to_plain(cfg: DictConfig) -> dict:
+    """The resolved config as plain containers, without the ``hydra`` node (for loggers)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    return container

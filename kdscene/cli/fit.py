@@ -1,0 +1,146 @@
+"""One Lightning fit (and test) of one stage of a recipe: data, module, callbacks, loggers, trainer."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+
+from kdscene.cli.config import to_plain
+from kdscene.cli.recipe import Recipe, Stage
+from kdscene.models import BackboneSpec
+from kdscene.module import DistillationModule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a job (or one of its stages) leaves behind.
+
+    Args:
+        metrics: every logged value at the end (``val/acc_best``, ``test/acc_top1`` ...).
+        best_checkpoint: the best checkpoint by the monitored metric (``""`` when none was saved).
+        last_checkpoint: the checkpoint of the final epoch (``""`` when none was saved).
+        output_dir: the folder the run (or stage) wrote into.
+        stages: for a multi-stage job, each stage's own result by name, in order.
+    """
+
+    metrics: dict[str, float]
+    best_checkpoint: str = ""
+    last_checkpoint: str = ""
+    output_dir: str = ""
+    stages: dict[str, RunResult] = field(default_factory=dict)
+
+    @property
+    def handover(self) -> str:
+        """The file a later stage starts from: the last checkpoint, else the best one."""
+        return self.last_checkpoint or self.best_checkpoint
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a dict group (callbacks, loggers) that has a ``_target_``."""
+    if not group:
+        return []
+    return [
+        instantiate(node) for node in group.values() if isinstance(node, DictConfig) and "_target_" in node
+    ]
+
+
+def backbone_spec(
+    node: DictConfig | None, num_classes: int, layers: Sequence[str] | None = None
+) -> BackboneSpec | None:
+    """Instantiate a teacher/student config, filling ``num_classes`` from the data when it is null.
+
+    ``layers`` (the taps a recipe chooses) replace the backbone's default taps only where the
+    backbone config leaves ``layers: null``, so that an explicit ``teacher.layers=[...]`` still wins.
+    """
+    if node is None:
+        return None
+    spec: BackboneSpec = instantiate(node, _convert_="all")
+    if spec.num_classes is not None and spec.num_classes != num_classes:
+        raise ValueError(
+            f"backbone {spec.name!r} is configured for {spec.num_classes} classes but the data has "
+            f"{num_classes}; set num_classes: null to take it from the data"
+        )
+    spec = dataclasses.replace(spec, num_classes=num_classes)
+    if layers and spec.layers:
+        log.info("%s.layers=%s is set: the recipe's taps %s are ignored", spec.name, spec.layers, layers)
+    elif layers:
+        spec = dataclasses.replace(spec, layers=list(layers))
+    return spec
+
+
+def scheduler_partial(node: DictConfig | None) -> tuple[Any, str]:
+    """The scheduler partial and its stepping interval (the config's optional ``interval`` key)."""
+    if not node:
+        return None, "epoch"
+    node = node.copy()
+    with open_dict(node):
+        interval = node.pop("interval", "epoch")
+    if interval not in ("epoch", "step"):
+        raise ValueError(f"scheduler.interval must be 'epoch' or 'step', got {interval!r}")
+    return instantiate(node), interval
+
+
+def build_module(cfg: DictConfig, recipe: Recipe, stage: Stage, num_classes: int) -> DistillationModule:
+    """The DistillationModule of one stage of ``recipe`` for a data set with ``num_classes`` classes."""
+    scheduler, interval = scheduler_partial(cfg.get("scheduler"))
+    return DistillationModule(
+        student=backbone_spec(cfg.student, num_classes, recipe.student_layers),
+        teacher=backbone_spec(cfg.get("teacher"), num_classes, recipe.teacher_layers),
+        distill=instantiate(stage.terms, _convert_="all"),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=scheduler,
+        scheduler_interval=interval,
+        image_size=cfg.data.image_size,
+        channels_last=cfg.channels_last,
+        train_student=stage.train_student,
+    )
+
+
+def _finish_wandb(loggers: list) -> None:
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        wandb.finish()
+
+
+def _checkpoints(trainer: L.Trainer) -> tuple[str, str]:
+    """(best, last) checkpoint paths of the run (``""`` where none was saved)."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    last = ""
+    for callback in trainer.checkpoint_callbacks:  # save_last, or an unmonitored "every epoch" callback
+        unmonitored = callback.best_model_path if callback.monitor is None else ""
+        last = callback.last_model_path or unmonitored or last
+    return best, last
+
+
+def fit_stage(cfg: DictConfig, recipe: Recipe, stage: Stage) -> RunResult:
+    """Seed, build data, module, callbacks, loggers and trainer for ``stage``; fit; test; return."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    module = build_module(cfg, recipe, stage, datamodule.num_classes)
+    callbacks = instantiate_group(cfg.get("callbacks")) + instantiate_group(stage.callbacks)
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(to_plain(cfg))
+    try:
+        if cfg.train:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        best, last = _checkpoints(trainer)
+        if cfg.test:
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    finally:
+        _finish_wandb(loggers)
+    log.info("metrics: %s", metrics)
+    return RunResult(metrics, best, last, str(cfg.paths.output_dir))

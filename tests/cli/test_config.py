@@ -1,0 +1,36 @@
+"""Config helpers: keys that moved give a clear error naming the new key, in-process and on the CLI."""
+
+import subprocess
+import sys
+
+import pytest
+
+from kdscene.cli.config import MovedKeyError, check_overrides, compose_config, moved_key_messages
+
+
+def test_a_removed_key_is_named_with_what_replaces_it():
+    (message,) = moved_key_messages(["distill=kd", "eval_teacher=false", "-m"])
+    assert message.startswith("'eval_teacher' has moved: use (removed: the teacher's accuracy is logged")
+
+
+def test_overrides_with_prefixes_are_checked_and_others_pass():
+    with pytest.raises(MovedKeyError, match="eval_teacher"):
+        check_overrides(["+eval_teacher=true"])
+    check_overrides(["seed=1", "distill=kd", "--multirun"])
+
+
+def test_compose_refuses_a_moved_key_before_hydra_reports_a_struct_error(tmp_path):
+    with pytest.raises(MovedKeyError, match="'eval_teacher' has moved"):
+        compose_config("train", ["eval_teacher=false"], tmp_path)
+
+
+def test_the_console_entry_exits_2_with_the_message_and_without_importing_torch(tmp_path):
+    code = (
+        "import sys; sys.argv = ['kdscene-train', 'eval_teacher=false']\n"
+        "from kdscene.cli.train import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n"
+        "    assert 'torch' not in sys.modules, 'torch was imported'\n    raise\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "'eval_teacher' has moved" in result.stderr
