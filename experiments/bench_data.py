@@ -1,4 +1,4 @@
-"""Images/s of each DataModule's training loader on miniature layouts, with 0, 1 and 2 workers.
+"""Images/s of each reader's training loader (SceneDataModule) on miniature layouts, with 0, 1 and 2 workers.
 
 The layouts are written into a temporary folder by the test generators (tests/data/layouts.py):
 a few hundred random-noise JPEGs of ``--size`` px per dataset (noise compresses badly, so decoding is
@@ -18,12 +18,14 @@ from pathlib import Path
 import torch
 
 from kdscene.data import (
-    ADE20KSceneDataModule,
-    CIFAR100DataModule,
-    MITIndoor67DataModule,
-    Places365DataModule,
+    CIFAR100,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    SUN397,
+    ADE20KScenes,
+    MITIndoor67,
+    Places365,
     SceneDataModule,
-    SUN397DataModule,
 )
 from tests.data import layouts
 
@@ -44,16 +46,21 @@ def make_layouts(root: Path, per_class: int, size: int) -> dict[str, Path]:
 
 
 def datamodule(name: str, root: Path, workers: int, args: argparse.Namespace) -> SceneDataModule:
-    if name == "cifar":  # its own recipe: 32 px, padded random crop, batch 64
-        return CIFAR100DataModule(root, batch_size=64, num_workers=workers)
-    scene = dict(batch_size=args.batch, num_workers=workers, image_size=args.crop, resize=args.resize)
-    cls = {
-        "mit": MITIndoor67DataModule,
-        "places": Places365DataModule,
-        "ade": ADE20KSceneDataModule,
-        "sun": SUN397DataModule,
-    }[name]
-    return cls(root, **scene)
+    if name == "cifar":  # its own recipe (conf/data/cifar100.yaml): 32 px, padded random crop, batch 64
+        return SceneDataModule(
+            CIFAR100(root),
+            image_size=32,
+            resize=None,
+            crop_padding=4,
+            mean=CIFAR100_MEAN,
+            std=CIFAR100_STD,
+            batch_size=64,
+            num_workers=workers,
+        )
+    reader = {"mit": MITIndoor67, "places": Places365, "ade": ADE20KScenes, "sun": SUN397}[name]
+    return SceneDataModule(
+        reader(root), batch_size=args.batch, num_workers=workers, image_size=args.crop, resize=args.resize
+    )
 
 
 def images_per_second(dm: SceneDataModule) -> tuple[float, int]:

@@ -1,38 +1,79 @@
-"""Scene DataModules reading the datasets' real on-disk layouts, and the built-in synthetic scenes."""
+"""Dataset readers (plain classes, one per on-disk layout), the one SceneDataModule, synthetic scenes.
 
-from kdscene.data.ade20k import ADE20KSceneDataModule
-from kdscene.data.base import (
+The readers import no Lightning: ``SceneDataModule`` (the only Lightning class here) is imported on
+first access, so ``from kdscene.data import MITIndoor67`` works in a project without Lightning.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kdscene.data.ade20k import ADE20KScenes
+from kdscene.data.cifar100 import CIFAR100, CIFAR100_MEAN, CIFAR100_STD
+from kdscene.data.dataset import ImageListDataset, build_transforms
+from kdscene.data.mit_indoor import MITIndoor67
+from kdscene.data.places365 import Places365
+from kdscene.data.reader import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     KINETICS_MEAN,
     KINETICS_STD,
     CorruptImageError,
     DatasetLayoutError,
-    ImageListDataset,
-    SceneDataModule,
+    Reader,
+    Samples,
 )
-from kdscene.data.cifar100 import CIFAR100_MEAN, CIFAR100_STD, CIFAR100DataModule
-from kdscene.data.mit_indoor import MITIndoor67DataModule
-from kdscene.data.places365 import Places365DataModule
-from kdscene.data.sun397 import SUN397DataModule
-from kdscene.data.synthetic import SyntheticScenesDataModule, generate_synthetic_scenes
+from kdscene.data.sun397 import SUN397
+from kdscene.data.synthetic import SyntheticScenes, generate_synthetic_scenes
+
+if TYPE_CHECKING:
+    from kdscene.data.datamodule import SceneDataModule
+
+# Config keys that moved from the DataModule to its reader (old -> new); the CLI names them in errors.
+MOVED_KEYS: dict[str, str] = {
+    f"data.{key}": f"data.reader.{key}"
+    for key in (
+        "partition",  # SUN397
+        "layout",  # Places365
+        "train_split",
+        "small",
+        "num_classes",  # synthetic scenes
+        "train_per_class",
+        "test_per_class",
+        "seed",
+        "generated_size",
+    )
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SceneDataModule":
+        from kdscene.data.datamodule import SceneDataModule
+
+        return SceneDataModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
+    "ADE20KScenes",
+    "CIFAR100",
     "CIFAR100_MEAN",
     "CIFAR100_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "KINETICS_MEAN",
     "KINETICS_STD",
-    "ADE20KSceneDataModule",
-    "CIFAR100DataModule",
+    "MOVED_KEYS",
     "CorruptImageError",
     "DatasetLayoutError",
     "ImageListDataset",
-    "MITIndoor67DataModule",
-    "Places365DataModule",
-    "SUN397DataModule",
+    "MITIndoor67",
+    "Places365",
+    "Reader",
+    "SUN397",
     "SceneDataModule",
-    "SyntheticScenesDataModule",
+    "Samples",
+    "SyntheticScenes",
+    "build_transforms",
     "generate_synthetic_scenes",
 ]

@@ -6,21 +6,16 @@ The scene-parsing benchmark release ``ADEChallengeData2016`` gives every image o
 Classes are the sorted set of *all* scene names of the file (training and validation), which is the
 order of the DCT authors' ``scene_names.txt``. On the real data 15 validation labels never occur in
 training: they are kept (so top-1 cannot reach 100%, as in the paper); their number is logged and
-available as :attr:`ADE20KSceneDataModule.val_only_classes`.
+available as :attr:`ADE20KScenes.val_only_classes`.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 from pathlib import Path
-from typing import Literal
 
-from kdscene.data.base import (
-    Sample,
-    SceneDataModule,
-    layout_error,
-    read_lines,
-)
+from kdscene.data.reader import Reader, Samples, Split
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +42,15 @@ def parse_scene_line(line: str) -> tuple[str, str, str]:
     raise ValueError(f"image name {name!r} starts with neither ADE_train_ nor ADE_val_")
 
 
-class ADE20KSceneDataModule(SceneDataModule):
-    """ADE20K scene labels from ``root`` (see ``LAYOUT``); validation/test = the validation images.
+class ADE20KScenes(Reader[Path]):
+    """ADE20K scene labels from ``root`` (see ``LAYOUT``); ``"val"`` is the validation images.
 
-    Args: see :class:`~kdscene.data.base.SceneDataModule`.
+    Args:
+        root: ``ADEChallengeData2016/`` or the folder containing it.
     """
 
     LAYOUT = ADE20K_LAYOUT
     NAME = "ADE20K"
-
-    # (split, image name, scene) of every sceneCategories.txt line, read once
-    _entries: list[tuple[str, str, str]] | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -65,31 +58,22 @@ class ADE20KSceneDataModule(SceneDataModule):
         nested = self.root / "ADEChallengeData2016"
         return nested if nested.is_dir() else self.root
 
-    def _scene_entries(self) -> list[tuple[str, str, str]]:
+    @cached_property
+    def scene_entries(self) -> list[tuple[str, str, str]]:
         """(split, image name, scene) for every line of ``sceneCategories.txt`` (parsed once)."""
-        if self._entries is None:
-            path = self.data_dir / SCENE_FILE
-            entries = []
-            for number, line in enumerate(read_lines(path, self.root, self.LAYOUT), 1):
-                try:
-                    entries.append(parse_scene_line(line))
-                except ValueError as err:
-                    raise layout_error(f"{path}, line {number}: {err}", self.root, self.LAYOUT) from None
-            self._entries = entries
-        return self._entries
+        return self.parse_list(self.data_dir / SCENE_FILE, parse_scene_line)
 
     def _scenes(self, split: str) -> set[str]:
-        return {scene for s, _, scene in self._scene_entries() if s == split}
+        return {scene for s, _, scene in self.scene_entries if s == split}
 
     @property
     def val_only_classes(self) -> list[str]:
         """Sorted scene names that occur in validation but never in training (kept as classes)."""
         return sorted(self._scenes("val") - self._scenes("train"))
 
-    def _read_classes(self) -> list[str]:
+    def read_classes(self) -> list[str]:
         if not (self.data_dir / "images").is_dir():
-            problem = f"{self.NAME}: missing folder {self.data_dir / 'images'}"
-            raise layout_error(problem, self.root, self.LAYOUT)
+            raise self.error(f"{self.NAME}: missing folder {self.data_dir / 'images'}")
         classes = sorted(self._scenes("train") | self._scenes("val"))
         log.info(
             "%s: %d scene classes; %d occur only in validation (kept, never learnable): %s",
@@ -100,10 +84,9 @@ class ADE20KSceneDataModule(SceneDataModule):
         )
         return classes
 
-    def _read_split(self, split: Literal["train", "val"]) -> tuple[list[Sample], str]:
+    def read_samples(self, split: Split) -> Samples[Path]:
         index = self.class_index()
         images = self.data_dir / "images" / _IMAGE_DIR[split]
-        samples = [
-            (images / f"{name}.jpg", index[scene]) for s, name, scene in self._scene_entries() if s == split
-        ]
-        return samples, str(self.data_dir / SCENE_FILE)
+        entries = [(name, scene) for s, name, scene in self.scene_entries if s == split]
+        pairs = [(images / f"{name}.jpg", index[scene]) for name, scene in entries]
+        return Samples(pairs, str(self.data_dir / SCENE_FILE))

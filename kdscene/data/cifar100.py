@@ -6,26 +6,26 @@ kdscene unpickles the files itself (same arrays, labels and class order as torch
 torchvision checks their MD5 sums and so cannot read anything but the exact official files; nothing is
 downloaded. The files are pickles: read only copies you trust.
 
-Defaults follow the CIFAR recipe of RepDistiller (Tian et al., "Contrastive Representation
-Distillation", ICLR 2020), also used by the SRM and FAM benchmarks: ``RandomCrop(32, padding=4)`` +
-horizontal flip for training, no augmentation for evaluation, mean ``(0.5071, 0.4865, 0.4409)``, std
-``(0.2673, 0.2564, 0.2762)``, batch 64. Labels are the fine labels.
+This is an array reader: its items are indices into the unpickled ``(N, 32, 32, 3)`` uint8 array (the
+training images first, then the test images, in the order the splits were read) and :meth:`CIFAR100.load`
+returns ``Image.fromarray`` of one row, so the images go through the same dataset class and transforms as
+every other reader. ``conf/data/cifar100.yaml`` sets the CIFAR recipe of RepDistiller (Tian et al.,
+"Contrastive Representation Distillation", ICLR 2020), also used by the SRM and FAM benchmarks:
+``RandomCrop(32, padding=4)`` + horizontal flip for training, no augmentation for evaluation (with
+``resize: null`` the resize and the centre crop to 32 leave the 32×32 images as they are), mean
+``(0.5071, 0.4865, 0.4409)``, std ``(0.2673, 0.2564, 0.2762)``, batch 64. Labels are the fine labels.
 """
 
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from PIL import Image
-from torch import Tensor
-from torch.utils.data import Dataset
-from torchvision import transforms as T
 
-from kdscene.data.base import SceneDataModule, layout_error
+from kdscene.data.reader import Reader, Samples, Split
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
@@ -39,91 +39,24 @@ CIFAR100_LAYOUT = """\
 _FILES = {"train": "train", "val": "test"}
 
 
-class ArrayImageDataset(Dataset):
-    """(image, label) pairs from an in-memory ``(N, H, W, 3)`` uint8 array.
-
-    Args:
-        images: the images, channels last.
-        labels: one class index per image.
-        transform: applied to each image as an RGB PIL image.
-    """
-
-    def __init__(self, images: np.ndarray, labels: Sequence[int], transform: T.Compose | None = None) -> None:
-        self.images, self.labels, self.transform = images, list(labels), transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        image = Image.fromarray(self.images[index])
-        return (self.transform(image) if self.transform else image), self.labels[index]
-
-
-def cifar_transforms(
-    train: bool,
-    image_size: int,
-    resize: int | None,
-    crop_padding: int,
-    hflip: bool,
-    mean: Sequence[float],
-    std: Sequence[float],
-) -> T.Compose:
-    """The padded-random-crop recipe for training, the plain (centre-cropped) image for evaluation."""
-    steps: list = [T.Resize(resize)] if resize else []
-    if train:
-        steps.append(T.RandomCrop(image_size, padding=crop_padding or None))
-        if hflip:
-            steps.append(T.RandomHorizontalFlip())
-    elif resize and resize != image_size:
-        steps.append(T.CenterCrop(image_size))
-    return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
-
-
-class CIFAR100DataModule(SceneDataModule):
-    """CIFAR-100 from torchvision's pickle layout (see ``LAYOUT``); validation/test = the test set.
+class CIFAR100(Reader[int]):
+    """CIFAR-100 from torchvision's pickle layout (see ``LAYOUT``); ``"val"`` is the test set.
 
     Args:
         root: the folder holding ``cifar-100-python/`` (torchvision's ``root``) or that folder.
-        image_size: crop side (32 = the native size).
-        resize: resize the 32×32 images first (e.g. for ImageNet-style backbones); ``None`` keeps them.
-        crop_padding: zero padding of the training random crop (4 in RepDistiller).
-        hflip, mean, std, batch_size, eval_batch_size, num_workers, pin_memory: as in
-            :class:`~kdscene.data.base.SceneDataModule`.
     """
 
     LAYOUT = CIFAR100_LAYOUT
     NAME = "CIFAR-100"
 
-    def __init__(
-        self,
-        root: str | Path,
-        image_size: int = 32,
-        resize: int | None = None,
-        crop_padding: int = 4,
-        hflip: bool = True,
-        mean: Sequence[float] = CIFAR100_MEAN,
-        std: Sequence[float] = CIFAR100_STD,
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int = 4,
-        pin_memory: bool = False,
-    ) -> None:
-        super().__init__(
-            root,
-            image_size=image_size,
-            resize=resize,
-            hflip=hflip,
-            mean=mean,
-            std=std,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-        )
-        self.crop_padding = crop_padding
+    def __init__(self, root: str | Path) -> None:
+        super().__init__(root)
+        self.images = np.empty((0, 32, 32, 3), np.uint8)
+        self._read: dict[str, Samples[int]] = {}
 
     @property
     def data_dir(self) -> Path:
+        """``root/cifar-100-python`` when it exists, else ``root``."""
         nested = self.root / "cifar-100-python"
         return nested if nested.is_dir() else self.root
 
@@ -131,27 +64,31 @@ class CIFAR100DataModule(SceneDataModule):
         """A release file as a dict with ``str`` keys (the files were written by Python 2)."""
         path = self.data_dir / name
         if not path.is_file():
-            raise layout_error(f"{self.NAME}: missing file {path}", self.root, self.LAYOUT)
+            raise self.error(f"{self.NAME}: missing file {path}")
         try:
             with open(path, "rb") as f:
                 content = pickle.load(f, encoding="latin1")
         except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError) as err:
-            raise layout_error(
-                f"{self.NAME}: {path} is not a CIFAR pickle ({err})", self.root, self.LAYOUT
-            ) from err
+            raise self.error(f"{self.NAME}: {path} is not a CIFAR pickle ({err})") from err
         if not isinstance(content, dict):
-            raise layout_error(f"{self.NAME}: {path} does not hold a dict", self.root, self.LAYOUT)
+            raise self.error(f"{self.NAME}: {path} does not hold a dict")
         return {k.decode() if isinstance(k, bytes) else k: v for k, v in content.items()}
 
-    def _read_classes(self) -> list[str]:
+    def read_classes(self) -> list[str]:
         meta = self._unpickle("meta")
         if "fine_label_names" not in meta:
-            path = self.data_dir / "meta"
-            raise layout_error(f"{self.NAME}: {path} has no 'fine_label_names'", self.root, self.LAYOUT)
+            raise self.error(f"{self.NAME}: {self.data_dir / 'meta'} has no 'fine_label_names'")
         return [str(name) for name in meta["fine_label_names"]]
 
-    def _read_arrays(self, split: str) -> tuple[np.ndarray, list[int]]:
-        """The split's images as ``(N, 32, 32, 3)`` uint8 and its fine labels."""
+    def read_arrays(self, split: Split) -> tuple[np.ndarray, list[int]]:
+        """A split's images as ``(N, 32, 32, 3)`` uint8 and its fine labels, read from its pickle.
+
+        Args:
+            split: ``"train"`` or ``"val"`` (the ``test`` file).
+
+        Returns:
+            The images (channels last) and one label per image.
+        """
         path, entry = self.data_dir / _FILES[split], self._unpickle(_FILES[split])
         data, labels = np.asarray(entry.get("data")), entry.get("fine_labels")
         if (
@@ -161,19 +98,24 @@ class CIFAR100DataModule(SceneDataModule):
             or labels is None
             or len(labels) != len(data)
         ):
-            problem = f"{self.NAME}: {path} must hold 'data' (N, 3072), N > 0, and N 'fine_labels'"
-            raise layout_error(problem, self.root, self.LAYOUT)
-        if max(labels, default=0) >= self.num_classes or min(labels, default=0) < 0:
-            raise layout_error(
-                f"{self.NAME}: {path} has labels outside 0..{self.num_classes - 1}", self.root, self.LAYOUT
-            )
+            raise self.error(f"{self.NAME}: {path} must hold 'data' (N, 3072), N > 0, and N 'fine_labels'")
+        n = len(self.classes())
+        if max(labels, default=0) >= n or min(labels, default=0) < 0:
+            raise self.error(f"{self.NAME}: {path} has labels outside 0..{n - 1}")
         # rows are the red, green and blue 32×32 planes one after the other
         images = data.astype(np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         return np.ascontiguousarray(images), [int(y) for y in labels]
 
-    def _make_dataset(self, split: Literal["train", "val"]) -> ArrayImageDataset:  # type: ignore[override]
-        images, labels = self._read_arrays(split)
-        transform = cifar_transforms(
-            split == "train", self.image_size, self.resize, self.crop_padding, self.hflip, self.mean, self.std
-        )
-        return ArrayImageDataset(images, labels, transform)
+    def read_samples(self, split: Split) -> Samples[int]:
+        """The split's rows, appended to :attr:`images` on first use; items index that array."""
+        if split not in self._read:
+            images, labels = self.read_arrays(split)
+            start = len(self.images)
+            self.images = np.concatenate([self.images, images])
+            pairs = [(start + i, y) for i, y in enumerate(labels)]
+            self._read[split] = Samples(pairs, str(self.data_dir / _FILES[split]))
+        return self._read[split]
+
+    def load(self, item: int, draft_size: int | None = None) -> Image.Image:
+        """Row ``item`` of :attr:`images` as an RGB image (``draft_size`` does not apply)."""
+        return Image.fromarray(self.images[item])

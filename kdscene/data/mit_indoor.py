@@ -9,9 +9,8 @@ class names, as ``ImageFolder`` and the DCT authors' ``scene_names.txt`` do.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
-from kdscene.data.base import SceneDataModule, layout_error, read_lines
+from kdscene.data.reader import Reader, Samples, Split
 
 MIT_LAYOUT = """\
   Images/<class>/<file>.jpg          67 class folders (indoorCVPR_09.tar)
@@ -30,33 +29,27 @@ def parse_mit_line(line: str) -> tuple[str, str]:
     return cls, line
 
 
-class MITIndoor67DataModule(SceneDataModule):
-    """MIT Indoor 67 from ``root`` (see ``LAYOUT``); validation/test = the official test list.
+class MITIndoor67(Reader[Path]):
+    """MIT Indoor 67 from ``root`` (see ``LAYOUT``); ``"val"`` is the official test list.
 
-    Args: see :class:`~kdscene.data.base.SceneDataModule`.
+    Args:
+        root: the folder holding ``Images/``, ``TrainImages.txt`` and ``TestImages.txt``.
     """
 
     LAYOUT = MIT_LAYOUT
     NAME = "MIT Indoor 67"
 
     def _list_entries(self, split: str) -> list[tuple[str, str]]:
-        path = self.root / _LISTS[split]
-        entries = []
-        for number, line in enumerate(read_lines(path, self.root, self.LAYOUT), 1):
-            try:
-                entries.append(parse_mit_line(line))
-            except ValueError as err:
-                raise layout_error(f"{path}, line {number}: {err}", self.root, self.LAYOUT) from None
-        return entries
+        return self.parse_list(self.root / _LISTS[split], parse_mit_line)
 
-    def _read_classes(self) -> list[str]:
+    def read_classes(self) -> list[str]:
         if not (self.root / "Images").is_dir():
-            raise layout_error(f"{self.NAME}: missing folder {self.root / 'Images'}", self.root, self.LAYOUT)
+            raise self.error(f"{self.NAME}: missing folder {self.root / 'Images'}")
         names = {cls for split in _LISTS for cls, _ in self._list_entries(split)}
         return sorted(names)
 
-    def _read_split(self, split: Literal["train", "val"]) -> tuple[list[tuple[Path, int]], str]:
+    def read_samples(self, split: Split) -> Samples[Path]:
         index = self.class_index()
         images = self.root / "Images"
-        samples = [(images / rel, index[cls]) for cls, rel in self._list_entries(split)]
-        return samples, str(self.root / _LISTS[split])
+        pairs = [(images / rel, index[cls]) for cls, rel in self._list_entries(split)]
+        return Samples(pairs, str(self.root / _LISTS[split]))

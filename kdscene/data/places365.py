@@ -25,14 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from kdscene.data.base import (
-    KINETICS_MEAN,
-    KINETICS_STD,
-    Sample,
-    SceneDataModule,
-    layout_error,
-    read_lines,
-)
+from kdscene.data.reader import Reader, Sample, Samples, Split, read_lines
 
 PLACES365_LAYOUT = """\
   layout="devkit" (official; torchvision.datasets.Places365):
@@ -78,8 +71,8 @@ def parse_categories(lines: Sequence[str], source: Path) -> list[str]:
     return [by_index[i] for i in range(len(lines))]
 
 
-class Places365DataModule(SceneDataModule):
-    """Places365 from ``root`` (see ``LAYOUT``); validation/test = the official validation set.
+class Places365(Reader[Path]):
+    """Places365 from ``root`` (see ``LAYOUT``); ``"val"`` is the official validation set.
 
     Args:
         root: the devkit folder, or for ``layout="easyformat"`` the ``places365_standard`` folder or
@@ -88,7 +81,6 @@ class Places365DataModule(SceneDataModule):
         train_split: ``"train-standard"`` (1.8 M images) or ``"train-challenge"`` (8 M; devkit only).
         small: the 256×256 images (``*_256*`` folders) instead of the large ones (devkit only;
             the easyformat archive holds 256×256 images).
-        Others: see :class:`~kdscene.data.base.SceneDataModule`.
     """
 
     LAYOUT = PLACES365_LAYOUT
@@ -100,36 +92,8 @@ class Places365DataModule(SceneDataModule):
         layout: Literal["devkit", "easyformat"] = "devkit",
         train_split: Literal["train-standard", "train-challenge"] = "train-standard",
         small: bool = True,
-        image_size: int = 224,
-        resize: int | None = 256,
-        train_crop: Literal["random", "random_resized", "center"] = "random",
-        hflip: bool = True,
-        mean: Sequence[float] = KINETICS_MEAN,
-        std: Sequence[float] = KINETICS_STD,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 4,
-        pin_memory: bool = False,
-        skip_corrupt: bool = False,
-        check_files: bool = True,
-        draft: bool = True,
     ) -> None:
-        super().__init__(
-            root,
-            image_size=image_size,
-            resize=resize,
-            train_crop=train_crop,
-            hflip=hflip,
-            mean=mean,
-            std=std,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            skip_corrupt=skip_corrupt,
-            check_files=check_files,
-            draft=draft,
-        )
+        super().__init__(root)
         if layout not in ("devkit", "easyformat"):
             raise ValueError(f"layout must be 'devkit' or 'easyformat', got {layout!r}")
         if train_split not in ("train-standard", "train-challenge"):
@@ -145,7 +109,7 @@ class Places365DataModule(SceneDataModule):
         try:
             return parse_categories(read_lines(path, self.root, self.LAYOUT), path)
         except ValueError as err:
-            raise layout_error(str(err), self.root, self.LAYOUT) from None
+            raise self.error(str(err)) from None
 
     def _image_dir(self, split: str) -> Path:
         """The image folder of a devkit split; raises naming the folder(s) looked for."""
@@ -158,21 +122,21 @@ class Places365DataModule(SceneDataModule):
             if (self.root / name).is_dir():
                 return self.root / name
         looked = " or ".join(str(self.root / n) for n in names)
-        raise layout_error(f"{self.NAME}: missing image folder {looked}", self.root, self.LAYOUT)
+        raise self.error(f"{self.NAME}: missing image folder {looked}")
 
-    def _devkit_split(self, split: str) -> tuple[list[Sample], str]:
+    def _devkit_split(self, split: str) -> Samples[Path]:
         name = self.train_split if split == "train" else "val"
-        path = self.root / _DEVKIT_LISTS[name]
-        lines = read_lines(path, self.root, self.LAYOUT)
-        images, n = self._image_dir(name), self.num_classes
-        samples = []
-        for number, line in enumerate(lines, 1):
+        path, n = self.root / _DEVKIT_LISTS[name], len(self.classes())
+
+        def parse(line: str) -> tuple[str, int]:
             fields = line.split()
             if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) >= n:
-                problem = f"{path}, line {number}: expected '<image> <class index < {n}>', got {line!r}"
-                raise layout_error(problem, self.root, self.LAYOUT)
-            samples.append((images / fields[0].lstrip("/"), int(fields[1])))
-        return samples, str(path)
+                raise ValueError(f"expected '<image> <class index < {n}>', got {line!r}")
+            return fields[0].lstrip("/"), int(fields[1])
+
+        entries = self.parse_list(path, parse)
+        images = self._image_dir(name)
+        return Samples([(images / rel, label) for rel, label in entries], str(path))
 
     # ---- easyformat ---------------------------------------------------------------------------
     @property
@@ -187,28 +151,27 @@ class Places365DataModule(SceneDataModule):
                 return [flatten_category(c) for c in self._categories(folder / CATEGORIES)]
         train = self.data_dir / "train"
         if not train.is_dir():
-            raise layout_error(f"{self.NAME}: missing folder {train}", self.root, self.LAYOUT)
+            raise self.error(f"{self.NAME}: missing folder {train}")
         return sorted(p.name for p in train.iterdir() if p.is_dir())
 
-    def _easyformat_split(self, split: str) -> tuple[list[Sample], str]:
-        path = self.data_dir / f"{split}.txt"
-        index = self.class_index()
-        samples = []
-        for number, line in enumerate(read_lines(path, self.root, self.LAYOUT), 1):
+    def _easyformat_split(self, split: str) -> Samples[Path]:
+        path, index = self.data_dir / f"{split}.txt", self.class_index()
+
+        def parse(line: str) -> Sample:
             parts = line.strip().lstrip("/").split("/")
             if len(parts) < 3 or parts[1] not in index:
-                problem = f"{path}, line {number}: expected '{split}/<known category>/<file>', got {line!r}"
-                raise layout_error(problem, self.root, self.LAYOUT)
-            samples.append((self.data_dir.joinpath(*parts), index[parts[1]]))
-        return samples, str(path)
+                raise ValueError(f"expected '{split}/<known category>/<file>', got {line!r}")
+            return self.data_dir.joinpath(*parts), index[parts[1]]
 
-    # ---- SceneDataModule interface ------------------------------------------------------------
-    def _read_classes(self) -> list[str]:
+        return Samples(self.parse_list(path, parse), str(path))
+
+    # ---- Reader interface ---------------------------------------------------------------------
+    def read_classes(self) -> list[str]:
         if self.layout == "easyformat":
             return self._easyformat_classes()
         return self._categories(self.root / CATEGORIES)
 
-    def _read_split(self, split: Literal["train", "val"]) -> tuple[list[Sample], str]:
+    def read_samples(self, split: Split) -> Samples[Path]:
         if self.layout == "easyformat":
             return self._easyformat_split(split)
         return self._devkit_split(split)

@@ -17,18 +17,9 @@ use the official partitions and do not compare with that table until it is resol
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
-from kdscene.data.base import (
-    KINETICS_MEAN,
-    KINETICS_STD,
-    Sample,
-    SceneDataModule,
-    layout_error,
-    read_lines,
-)
+from kdscene.data.reader import Reader, Sample, Samples, Split, read_lines
 
 SUN397_LAYOUT = """\
   (root holds SUN397/ and Partitions/; root may also be SUN397/ itself)
@@ -40,52 +31,19 @@ SUN397_LAYOUT = """\
 _LIST_PREFIX = {"train": "Training", "val": "Testing"}
 
 
-class SUN397DataModule(SceneDataModule):
-    """SUN397 with one official partition (see ``LAYOUT``); validation/test = its Testing list.
+class SUN397(Reader[Path]):
+    """SUN397 with one official partition (see ``LAYOUT``); ``"val"`` is its Testing list.
 
     Args:
         root: see the module docstring.
         partition: which official partition (1..10) gives the training and testing lists.
-        Others: see :class:`~kdscene.data.base.SceneDataModule`.
     """
 
     LAYOUT = SUN397_LAYOUT
     NAME = "SUN397"
 
-    def __init__(
-        self,
-        root: str | Path,
-        partition: int = 1,
-        image_size: int = 224,
-        resize: int | None = 256,
-        train_crop: Literal["random", "random_resized", "center"] = "random",
-        hflip: bool = True,
-        mean: Sequence[float] = KINETICS_MEAN,
-        std: Sequence[float] = KINETICS_STD,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 4,
-        pin_memory: bool = False,
-        skip_corrupt: bool = False,
-        check_files: bool = True,
-        draft: bool = True,
-    ) -> None:
-        super().__init__(
-            root,
-            image_size=image_size,
-            resize=resize,
-            train_crop=train_crop,
-            hflip=hflip,
-            mean=mean,
-            std=std,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            skip_corrupt=skip_corrupt,
-            check_files=check_files,
-            draft=draft,
-        )
+    def __init__(self, root: str | Path, partition: int = 1) -> None:
+        super().__init__(root)
         if isinstance(partition, bool) or not isinstance(partition, int) or not 1 <= partition <= 10:
             raise ValueError(f"SUN397 partition must be an integer from 1 to 10, got {partition!r}")
         self.partition = partition
@@ -103,7 +61,7 @@ class SUN397DataModule(SceneDataModule):
             if (folder / "Partitions").is_dir():
                 return folder / "Partitions"
         places = f"{self.image_dir.parent / 'Partitions'} or {self.image_dir / 'Partitions'}"
-        raise layout_error(f"{self.NAME}: missing folder {places}", self.root, self.LAYOUT)
+        raise self.error(f"{self.NAME}: missing folder {places}")
 
     def _category_names(self) -> list[str]:
         """``ClassName.txt`` lines (``/a/abbey``) in label order."""
@@ -114,23 +72,21 @@ class SUN397DataModule(SceneDataModule):
         names = [line.strip() for line in read_lines(path, self.root, self.LAYOUT)]
         bad = [n for n in names if not (n.startswith("/") and n[2:3] == "/" and len(n) > 3)]
         if bad:
-            raise layout_error(
-                f"{path}: expected lines like '/a/abbey', got {bad[0]!r}", self.root, self.LAYOUT
-            )
+            raise self.error(f"{path}: expected lines like '/a/abbey', got {bad[0]!r}")
         return names
 
-    def _read_classes(self) -> list[str]:
+    def read_classes(self) -> list[str]:
         return [name[3:] for name in self._category_names()]
 
-    def _read_split(self, split: Literal["train", "val"]) -> tuple[list[Sample], str]:
+    def read_samples(self, split: Split) -> Samples[Path]:
         index = {name: i for i, name in enumerate(self._category_names())}
         path = self.partition_dir / f"{_LIST_PREFIX[split]}_{self.partition:02d}.txt"
-        samples = []
-        for number, line in enumerate(read_lines(path, self.root, self.LAYOUT), 1):
+
+        def parse(line: str) -> Sample:
             rel = line.strip()
             category = rel.rsplit("/", 1)[0]
             if category not in index:
-                problem = f"{path}, line {number}: {rel!r} is not in a class of ClassName.txt"
-                raise layout_error(problem, self.root, self.LAYOUT)
-            samples.append((self.image_dir / rel.lstrip("/"), index[category]))
-        return samples, str(path)
+                raise ValueError(f"{rel!r} is not in a class of ClassName.txt")
+            return self.image_dir / rel.lstrip("/"), index[category]
+
+        return Samples(self.parse_list(path, parse), str(path))

@@ -19,9 +19,9 @@ def tiny_overrides(synthetic_root, tmp_path) -> list[str]:
     """Overrides that make any training run take seconds: small data, small nets, few batches."""
     return [
         f"data.root={synthetic_root}",
-        "data.num_classes=4",
-        "data.train_per_class=8",
-        "data.test_per_class=4",
+        "data.reader.num_classes=4",
+        "data.reader.train_per_class=8",
+        "data.reader.test_per_class=4",
         "data.batch_size=8",
         "data.num_workers=0",
         "teacher=resnet10",

@@ -141,7 +141,12 @@ def test_last_ckpt_holds_the_final_epoch_even_when_it_is_not_the_best(tiny_overr
 
 @pytest.mark.slow
 def test_quickstart_console_entry_exits_zero_and_writes_its_table(synthetic_root, tmp_path):
-    tiny = ["data.num_classes=4", "data.train_per_class=8", "data.test_per_class=4", "data.batch_size=8"]
+    tiny = [
+        "data.reader.num_classes=4",
+        "data.reader.train_per_class=8",
+        "data.reader.test_per_class=4",
+        "data.batch_size=8",
+    ]
     args = ["--methods", "kd", "--teacher", "resnet10", "--teacher-epochs", "1", "--student-epochs", "1"]
     code = "import sys; from kdscene.cli.quickstart import main; sys.exit(main())"
     cmd = [

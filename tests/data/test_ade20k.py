@@ -4,40 +4,34 @@ import logging
 
 import pytest
 
-from kdscene.data import ADE20KSceneDataModule, CorruptImageError, DatasetLayoutError
+from kdscene.data import ADE20KScenes, CorruptImageError, DatasetLayoutError
 from tests.data.layouts import make_ade20k, write_corrupt
+from tests.data.tiny import tiny_datamodule
 
 
-def _dm(root, **kw):
-    kw.setdefault("image_size", 8)
-    kw.setdefault("resize", 10)
-    kw.setdefault("batch_size", 4)
-    kw.setdefault("num_workers", 0)
-    return ADE20KSceneDataModule(root, **kw)
+def _dm(root, **options):
+    return tiny_datamodule(ADE20KScenes(root), **options)
 
 
 def test_classes_are_the_sorted_scenes_of_both_splits_misc_included(tmp_path):
     make_ade20k(tmp_path)
-    dm = _dm(tmp_path)
-    assert dm.classes == ["abbey", "bedroom", "misc", "street", "zoo"]
+    assert ADE20KScenes(tmp_path).classes() == ["abbey", "bedroom", "misc", "street", "zoo"]
 
 
 def test_validation_only_classes_are_kept_counted_and_logged(tmp_path, caplog):
     make_ade20k(tmp_path)
-    dm = _dm(tmp_path)
+    reader = ADE20KScenes(tmp_path)
     with caplog.at_level(logging.INFO, logger="kdscene.data.ade20k"):
-        assert dm.num_classes == 5
-    assert dm.val_only_classes == ["abbey", "zoo"]
+        assert len(reader.classes()) == 5
+    assert reader.val_only_classes == ["abbey", "zoo"]
     assert "2 occur only in validation" in caplog.text
 
 
 def test_root_may_be_the_challenge_folder_or_its_parent(tmp_path):
     make_ade20k(tmp_path)
-    inner = _dm(tmp_path / "ADEChallengeData2016")
-    outer = _dm(tmp_path)
-    inner.setup("fit")
-    outer.setup("fit")
-    assert inner.datasets["train"].samples == outer.datasets["train"].samples
+    inner = ADE20KScenes(tmp_path / "ADEChallengeData2016")
+    outer = ADE20KScenes(tmp_path)
+    assert inner.samples("train") == outer.samples("train")
 
 
 def test_splits_follow_the_name_prefix_and_labels_follow_the_scene_file(tmp_path):
@@ -57,21 +51,21 @@ def test_splits_follow_the_name_prefix_and_labels_follow_the_scene_file(tmp_path
 
 def test_a_wrong_root_shows_the_layout(tmp_path):
     with pytest.raises(DatasetLayoutError, match="does not exist") as err:
-        _ = _dm(tmp_path / "nowhere").classes
+        ADE20KScenes(tmp_path / "nowhere").classes()
     assert "sceneCategories.txt" in str(err.value) and "images/training" in str(err.value)
 
 
 def test_a_root_without_images_is_named(tmp_path):
     (tmp_path / "sceneCategories.txt").write_text("ADE_train_00000001 street\n")
     with pytest.raises(DatasetLayoutError, match="missing folder .*images"):
-        _ = _dm(tmp_path).classes
+        ADE20KScenes(tmp_path).classes()
 
 
 def test_a_missing_scene_file_is_named(tmp_path):
     make_ade20k(tmp_path)
     (tmp_path / "ADEChallengeData2016" / "sceneCategories.txt").unlink()
     with pytest.raises(DatasetLayoutError, match="missing list file .*sceneCategories.txt"):
-        _ = _dm(tmp_path).classes
+        ADE20KScenes(tmp_path).classes()
 
 
 def test_a_malformed_line_is_named_with_its_number(tmp_path):
@@ -79,7 +73,7 @@ def test_a_malformed_line_is_named_with_its_number(tmp_path):
     with open(tmp_path / "ADEChallengeData2016" / "sceneCategories.txt", "a") as f:
         f.write("ADE_test_00000001 street\n")
     with pytest.raises(DatasetLayoutError, match="sceneCategories.txt, line 12: .*ADE_test_00000001"):
-        _ = _dm(tmp_path).classes
+        ADE20KScenes(tmp_path).classes()
 
 
 def test_a_listed_image_that_does_not_exist_is_named(tmp_path):

@@ -3,23 +3,30 @@
 import numpy as np
 import pytest
 import torch
-from torchvision.datasets import CIFAR100
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.datasets import CIFAR100 as TorchvisionCIFAR100
 
-from kdscene.data import CIFAR100_MEAN, CIFAR100_STD, CIFAR100DataModule, DatasetLayoutError
+from kdscene.data import CIFAR100, CIFAR100_MEAN, CIFAR100_STD, DatasetLayoutError, SceneDataModule
 from tests.data.layouts import make_cifar100
 
+# RepDistiller's recipe, as conf/data/cifar100.yaml sets it
+RECIPE = {"image_size": 32, "resize": None, "crop_padding": 4, "mean": CIFAR100_MEAN, "std": CIFAR100_STD}
 
-def _dm(root, **kw):
-    kw.setdefault("batch_size", 4)
-    kw.setdefault("num_workers", 0)
-    return CIFAR100DataModule(root, **kw)
+
+def _dm(root, **options):
+    return SceneDataModule(CIFAR100(root), **{**RECIPE, "batch_size": 4, "num_workers": 0, **options})
+
+
+def _labels(dataset):
+    return [y for _, y in dataset.samples]
 
 
 def test_classes_are_the_fine_label_names_before_setup(tmp_path):
     make_cifar100(tmp_path)
-    dm = _dm(tmp_path)
-    assert dm.num_classes == 100
-    assert dm.classes[:2] == ["fine_00", "fine_01"] and dm.classes[-1] == "fine_99"
+    classes = CIFAR100(tmp_path).classes()
+    assert len(classes) == 100
+    assert classes[:2] == ["fine_00", "fine_01"] and classes[-1] == "fine_99"
 
 
 def test_sample_counts_and_fine_labels(tmp_path):
@@ -27,8 +34,8 @@ def test_sample_counts_and_fine_labels(tmp_path):
     dm = _dm(tmp_path)
     dm.setup("fit")
     assert len(dm.datasets["train"]) == 10 and len(dm.datasets["val"]) == 6
-    assert dm.datasets["train"].labels == written["train"][1]
-    assert dm.datasets["val"].labels == written["test"][1]
+    assert _labels(dm.datasets["train"]) == written["train"][1]
+    assert _labels(dm.datasets["val"]) == written["test"][1]
 
 
 def test_evaluation_images_are_the_written_pixels_normalised(tmp_path):
@@ -62,20 +69,47 @@ def test_training_crops_are_windows_of_the_image_zero_padded_by_four(tmp_path):
 
 def test_arrays_equal_torchvision_cifar100_when_its_md5_check_is_patched(tmp_path, monkeypatch):
     make_cifar100(tmp_path)
-    monkeypatch.setattr(CIFAR100, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(TorchvisionCIFAR100, "_check_integrity", lambda self: True)
     monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda path, md5=None: True)
     dm = _dm(tmp_path)
     dm.setup("fit")
     for split, train in (("train", True), ("val", False)):
-        reference = CIFAR100(tmp_path, train=train, download=False)
-        assert np.array_equal(dm.datasets[split].images, reference.data)
-        assert dm.datasets[split].labels == reference.targets
+        reference = TorchvisionCIFAR100(tmp_path, train=train, download=False)
+        dataset = dm.datasets[split]
+        images = np.stack([np.asarray(dataset.reader.load(item)) for item, _ in dataset.samples])
+        assert np.array_equal(images, reference.data)
+        assert _labels(dataset) == reference.targets
         assert dm.classes == reference.classes
 
 
 def test_root_may_be_the_cifar_folder_itself(tmp_path):
     make_cifar100(tmp_path)
-    assert _dm(tmp_path / "cifar-100-python").num_classes == 100
+    assert len(CIFAR100(tmp_path / "cifar-100-python").classes()) == 100
+
+
+def _old_pipeline(train, image_size, resize, crop_padding):
+    """The transforms of the former CIFAR-only DataModule, built by hand with torchvision."""
+    steps = [T.Resize(resize)] if resize else []
+    if train:
+        steps += [T.RandomCrop(image_size, padding=crop_padding or None), T.RandomHorizontalFlip()]
+    elif resize and resize != image_size:
+        steps.append(T.CenterCrop(image_size))
+    return T.Compose([*steps, T.ToTensor(), T.Normalize(CIFAR100_MEAN, CIFAR100_STD)])
+
+
+@pytest.mark.parametrize(("image_size", "resize", "crop_padding"), [(32, None, 4), (48, 56, 0)])
+def test_tensors_equal_the_former_cifar_pipeline_on_the_raw_array(tmp_path, image_size, resize, crop_padding):
+    written = make_cifar100(tmp_path)
+    dm = _dm(tmp_path, image_size=image_size, resize=resize, crop_padding=crop_padding)
+    dm.setup("fit")
+    for split, file, train in (("train", "train", True), ("val", "test", False)):
+        reference = _old_pipeline(train, image_size, resize, crop_padding)
+        for i, raw in enumerate(written[file][0]):
+            torch.manual_seed(100 + i)
+            ours, label = dm.datasets[split][i]
+            torch.manual_seed(100 + i)
+            expected = reference(Image.fromarray(raw))
+            assert torch.equal(ours, expected) and label == written[file][1][i]
 
 
 def test_resize_gives_larger_images(tmp_path):
@@ -93,11 +127,11 @@ def test_loader_batches(tmp_path):
 
 def test_a_wrong_root_shows_the_layout(tmp_path):
     with pytest.raises(DatasetLayoutError, match="does not exist") as err:
-        _ = _dm(tmp_path / "nowhere").num_classes
+        CIFAR100(tmp_path / "nowhere").classes()
     assert "cifar-100-python/meta" in str(err.value)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetLayoutError, match="missing file .*meta"):
-        _ = _dm(tmp_path / "empty").num_classes
+        CIFAR100(tmp_path / "empty").classes()
 
 
 def test_a_missing_split_file_is_named(tmp_path):

@@ -5,7 +5,7 @@ import lightning as L
 import pytest
 import torch
 
-from kdscene.data import MITIndoor67DataModule
+from kdscene.data import MITIndoor67, SceneDataModule
 from tests.data.layouts import make_mit_indoor
 
 
@@ -33,7 +33,7 @@ class RecordSeenImages(L.LightningModule):
 
 
 def _dm(root):
-    return MITIndoor67DataModule(root, image_size=8, resize=10, batch_size=2, num_workers=0)
+    return SceneDataModule(MITIndoor67, root, image_size=8, resize=10, batch_size=2, num_workers=0)
 
 
 @pytest.mark.slow

@@ -3,28 +3,32 @@
 import pytest
 import torch
 
-from kdscene.data import CorruptImageError, DatasetLayoutError, MITIndoor67DataModule
+from kdscene.data import CorruptImageError, DatasetLayoutError, MITIndoor67
 from tests.data.layouts import make_mit_indoor, write_corrupt
-
-
-def _dm(root, **kw):
-    kw.setdefault("image_size", 8)
-    kw.setdefault("resize", 10)
-    kw.setdefault("batch_size", 4)
-    kw.setdefault("num_workers", 0)
-    return MITIndoor67DataModule(root, **kw)
+from tests.data.tiny import tiny_datamodule
 
 
 def test_classes_are_sorted_and_known_before_setup(tmp_path):
     make_mit_indoor(tmp_path, classes=("mall", "bar", "kitchen"))
-    dm = _dm(tmp_path)
+    dm = tiny_datamodule(MITIndoor67(tmp_path))
     assert dm.classes == ["bar", "kitchen", "mall"]
     assert dm.num_classes == 3
 
 
+def test_the_reader_lists_the_splits_of_the_list_files_without_a_datamodule(tmp_path):
+    lists = make_mit_indoor(tmp_path)
+    reader = MITIndoor67(tmp_path)
+    train, val = reader.samples("train"), reader.samples("val")
+    assert [str(p.relative_to(tmp_path / "Images")) for p, _ in train.pairs] == lists["TrainImages.txt"]
+    assert [str(p.relative_to(tmp_path / "Images")) for p, _ in val.pairs] == lists["TestImages.txt"]
+    assert train.source == str(tmp_path / "TrainImages.txt")
+    assert val.source == str(tmp_path / "TestImages.txt")
+    assert reader.load(val.pairs[0][0]).mode == "RGB"
+
+
 def test_splits_follow_the_list_files_and_names_with_spaces_load(tmp_path):
     lists = make_mit_indoor(tmp_path)
-    dm = _dm(tmp_path)
+    dm = tiny_datamodule(MITIndoor67(tmp_path))
     dm.setup("fit")
     train, val = dm.datasets["train"], dm.datasets["val"]
     assert len(train) == len(lists["TrainImages.txt"]) == 9
@@ -39,15 +43,14 @@ def test_splits_follow_the_list_files_and_names_with_spaces_load(tmp_path):
 
 def test_labels_match_the_class_folder(tmp_path):
     make_mit_indoor(tmp_path)
-    dm = _dm(tmp_path)
-    dm.setup("fit")
-    for path, label in dm.datasets["train"].samples:
-        assert dm.classes[label] == path.parent.name
+    reader = MITIndoor67(tmp_path)
+    for path, label in reader.samples("train").pairs:
+        assert reader.classes()[label] == path.parent.name
 
 
 def test_loaders_give_batches_of_the_configured_size(tmp_path):
     make_mit_indoor(tmp_path)
-    dm = _dm(tmp_path, batch_size=4, eval_batch_size=5)
+    dm = tiny_datamodule(MITIndoor67(tmp_path), batch_size=4, eval_batch_size=5)
     dm.setup("fit")
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 8, 8) and y.shape == (4,)
@@ -56,9 +59,9 @@ def test_loaders_give_batches_of_the_configured_size(tmp_path):
 
 
 def test_a_missing_root_shows_the_expected_layout(tmp_path):
-    dm = _dm(tmp_path / "nowhere")
+    reader = MITIndoor67(tmp_path / "nowhere")
     with pytest.raises(DatasetLayoutError, match="does not exist") as err:
-        _ = dm.num_classes
+        reader.classes()
     assert "TrainImages.txt" in str(err.value) and "Images/<class>/<file>.jpg" in str(err.value)
 
 
@@ -66,14 +69,21 @@ def test_a_missing_list_file_is_named(tmp_path):
     make_mit_indoor(tmp_path)
     (tmp_path / "TestImages.txt").unlink()
     with pytest.raises(DatasetLayoutError, match="TestImages.txt"):
-        _ = _dm(tmp_path).num_classes
+        MITIndoor67(tmp_path).classes()
+
+
+def test_an_empty_split_is_named_with_its_list_file(tmp_path):
+    make_mit_indoor(tmp_path)
+    (tmp_path / "TrainImages.txt").write_text("\n")
+    with pytest.raises(DatasetLayoutError, match="the train split read from .*TrainImages.txt is empty"):
+        MITIndoor67(tmp_path).samples("train")
 
 
 def test_a_listed_image_that_does_not_exist_is_named_before_training(tmp_path):
     lists = make_mit_indoor(tmp_path)
     gone = tmp_path / "Images" / lists["TrainImages.txt"][4]
     gone.unlink()
-    dm = _dm(tmp_path)
+    dm = tiny_datamodule(MITIndoor67(tmp_path))
     with pytest.raises(DatasetLayoutError, match="1 image") as err:
         dm.setup("fit")
     assert str(gone) in str(err.value) and "Expected layout" in str(err.value)
@@ -83,7 +93,7 @@ def test_a_corrupt_image_raises_naming_the_file(tmp_path):
     lists = make_mit_indoor(tmp_path)
     bad = tmp_path / "Images" / lists["TestImages.txt"][0]
     write_corrupt(bad)
-    dm = _dm(tmp_path)
+    dm = tiny_datamodule(MITIndoor67(tmp_path))
     dm.setup("test")
     with pytest.raises(CorruptImageError, match=str(bad.name)):
         dm.datasets["val"][0]
@@ -94,7 +104,7 @@ def test_skip_corrupt_skips_and_counts(tmp_path):
     lists = make_mit_indoor(tmp_path)
     bad = tmp_path / "Images" / lists["TestImages.txt"][0]
     write_corrupt(bad)
-    dm = _dm(tmp_path, skip_corrupt=True)
+    dm = tiny_datamodule(MITIndoor67(tmp_path), skip_corrupt=True)
     dm.setup("test")
     val = dm.datasets["val"]
     image, label = val[0]  # falls through to the next readable sample
@@ -107,7 +117,7 @@ def test_skip_corrupt_skips_and_counts(tmp_path):
 
 def test_train_transform_crops_and_eval_transform_is_deterministic(tmp_path):
     make_mit_indoor(tmp_path)
-    dm = _dm(tmp_path, image_size=8, resize=12)
+    dm = tiny_datamodule(MITIndoor67(tmp_path), image_size=8, resize=12)
     dm.setup("fit")
     val = dm.datasets["val"]
     assert torch.equal(val[0][0], val[0][0])

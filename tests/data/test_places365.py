@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from torchvision.datasets import Places365
+from torchvision.datasets import Places365 as TorchvisionPlaces365
 
-from kdscene.data import CorruptImageError, DatasetLayoutError, Places365DataModule
+from kdscene.data import CorruptImageError, DatasetLayoutError, Places365
 from kdscene.data.places365 import flatten_category
 from tests.data.layouts import (
     PLACES_CATEGORIES,
@@ -12,28 +12,24 @@ from tests.data.layouts import (
     make_places365_easyformat,
     write_corrupt,
 )
+from tests.data.tiny import tiny_datamodule
 
 
-def _dm(root, **kw):
-    kw.setdefault("image_size", 8)
-    kw.setdefault("resize", 10)
-    kw.setdefault("batch_size", 4)
-    kw.setdefault("num_workers", 0)
-    return Places365DataModule(root, **kw)
+def _dm(root, layout="devkit", train_split="train-standard", small=True, **options):
+    return tiny_datamodule(Places365(root, layout, train_split, small), **options)
 
 
 def test_devkit_classes_follow_the_categories_file_before_setup(tmp_path):
     make_places365_devkit(tmp_path)
-    dm = _dm(tmp_path)
-    assert dm.classes == list(PLACES_CATEGORIES)
-    assert dm.num_classes == 4
+    assert Places365(tmp_path).classes() == list(PLACES_CATEGORIES)
+    assert _dm(tmp_path).num_classes == 4
 
 
 def test_devkit_class_order_is_the_index_column_not_the_line_order(tmp_path):
     make_places365_devkit(tmp_path)
     lines = ["/f/field_road 3", "/a/airfield 0", "/f/field/cultivated 2", "/b/bedroom 1"]
     (tmp_path / "categories_places365.txt").write_text("\n".join(lines) + "\n")
-    assert _dm(tmp_path).classes == list(PLACES_CATEGORIES)
+    assert Places365(tmp_path).classes() == list(PLACES_CATEGORIES)
 
 
 @pytest.mark.parametrize(
@@ -46,26 +42,25 @@ def test_devkit_class_order_is_the_index_column_not_the_line_order(tmp_path):
 )
 def test_devkit_splits_and_image_folders(tmp_path, train_split, small, folder, n_train):
     lists = make_places365_devkit(tmp_path)
-    dm = _dm(tmp_path, train_split=train_split, small=small)
-    dm.setup("fit")
-    train, val = dm.datasets["train"].samples, dm.datasets["val"].samples
+    reader = Places365(tmp_path, train_split=train_split, small=small)
+    train, val = reader.samples("train").pairs, reader.samples("val").pairs
     assert len(train) == n_train and len(val) == len(lists["places365_val.txt"]) == 8
     assert all(p.is_relative_to(tmp_path / folder) for p, _ in train)
     assert all(p.parent == tmp_path / ("val_256" if small else "val_large") for p, _ in val)
     # a training label is the class of its folder; a val label is the list's index
     for path, label in train:
-        assert "/" + str(path.parent.relative_to(tmp_path / folder)) == dm.classes[label]
+        assert "/" + str(path.parent.relative_to(tmp_path / folder)) == reader.classes()[label]
     expected_val = [int(line.split()[1]) for line in lists["places365_val.txt"]]
     assert [y for _, y in val] == expected_val
 
 
 def test_devkit_samples_equal_torchvision_places365_when_its_md5_check_is_patched(tmp_path, monkeypatch):
     make_places365_devkit(tmp_path)
-    monkeypatch.setattr(Places365, "_check_integrity", lambda self, file, md5, download: True)
+    monkeypatch.setattr(TorchvisionPlaces365, "_check_integrity", lambda self, file, md5, download: True)
     for split, small in (("train-standard", True), ("train-challenge", False), ("val", True)):
         ours = _dm(tmp_path, train_split=split if split != "val" else "train-standard", small=small)
         ours.setup("fit")
-        reference = Places365(tmp_path, split=split, small=small)
+        reference = TorchvisionPlaces365(tmp_path, split=split, small=small)
         samples = ours.datasets["val" if split == "val" else "train"].samples
         assert [(str(p), y) for p, y in samples] == [(str(p), y) for p, y in reference.imgs]
         assert ours.classes == reference.classes
@@ -126,11 +121,11 @@ def test_easyformat_line_with_an_unknown_category_is_named(tmp_path):
 
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="layout"):
-        Places365DataModule("x", layout="folders")
+        Places365("x", layout="folders")
     with pytest.raises(ValueError, match="train_split"):
-        Places365DataModule("x", train_split="val")
+        Places365("x", train_split="val")
     with pytest.raises(ValueError, match="easyformat"):
-        Places365DataModule("x", layout="easyformat", train_split="train-challenge")
+        Places365("x", layout="easyformat", train_split="train-challenge")
 
 
 def test_a_wrong_root_shows_both_layouts(tmp_path):

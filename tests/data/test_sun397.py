@@ -3,34 +3,30 @@
 import shutil
 
 import pytest
-from torchvision.datasets import SUN397
+from torchvision.datasets import SUN397 as TorchvisionSUN397
 
-from kdscene.data import CorruptImageError, DatasetLayoutError, SUN397DataModule
+from kdscene.data import SUN397, CorruptImageError, DatasetLayoutError
 from tests.data.layouts import make_sun397, write_corrupt
+from tests.data.tiny import tiny_datamodule
 
 
-def _dm(root, **kw):
-    kw.setdefault("image_size", 8)
-    kw.setdefault("resize", 10)
-    kw.setdefault("batch_size", 4)
-    kw.setdefault("num_workers", 0)
-    return SUN397DataModule(root, **kw)
+def _dm(root, partition=1, **options):
+    return tiny_datamodule(SUN397(root, partition), **options)
 
 
 def test_classes_follow_classname_txt_without_the_letter_prefix(tmp_path):
     make_sun397(tmp_path, categories=("/b/bedroom", "/a/abbey", "/g/gazebo/exterior"))
-    assert _dm(tmp_path).classes == ["bedroom", "abbey", "gazebo/exterior"]
+    assert SUN397(tmp_path).classes() == ["bedroom", "abbey", "gazebo/exterior"]
 
 
 @pytest.mark.parametrize("partition", [1, 2])
 def test_the_partition_selects_the_training_and_testing_lists(tmp_path, partition):
     lists = make_sun397(tmp_path)
-    dm = _dm(tmp_path, partition=partition)
-    dm.setup("fit")
+    reader = SUN397(tmp_path, partition=partition)
     for split, name in (("train", "Training"), ("val", "Testing")):
-        rel = ["/" + str(p.relative_to(tmp_path / "SUN397")) for p, _ in dm.datasets[split].samples]
+        rel = ["/" + str(p.relative_to(tmp_path / "SUN397")) for p, _ in reader.samples(split).pairs]
         assert rel == lists[f"{name}_{partition:02d}.txt"]
-    assert len(dm.datasets["train"]) == 8 and len(dm.datasets["val"]) == 4
+    assert len(reader.samples("train").pairs) == 8 and len(reader.samples("val").pairs) == 4
 
 
 def test_labels_match_the_class_folders_including_subclasses(tmp_path):
@@ -46,7 +42,7 @@ def test_labels_equal_torchvision_sun397_labels_of_the_same_files(tmp_path):
     make_sun397(tmp_path)
     dm = _dm(tmp_path)
     dm.setup("fit")
-    reference = SUN397(tmp_path)
+    reference = TorchvisionSUN397(tmp_path)
     by_file = dict(zip(reference._image_files, reference._labels))
     assert dm.classes == reference.classes
     for path, label in dm.datasets["train"].samples + dm.datasets["val"].samples:
@@ -64,18 +60,18 @@ def test_root_may_be_the_sun397_folder_with_partitions_inside(tmp_path):
 def test_classname_txt_is_also_found_in_partitions(tmp_path):
     make_sun397(tmp_path)
     shutil.move(tmp_path / "SUN397" / "ClassName.txt", tmp_path / "Partitions" / "ClassName.txt")
-    assert _dm(tmp_path).num_classes == 4
+    assert len(SUN397(tmp_path).classes()) == 4
 
 
 @pytest.mark.parametrize("partition", [0, 11, "01", 1.0, True])
 def test_a_partition_outside_1_to_10_is_refused(partition):
     with pytest.raises(ValueError, match="partition must be an integer from 1 to 10"):
-        SUN397DataModule("x", partition=partition)
+        SUN397("x", partition=partition)
 
 
 def test_a_wrong_root_shows_the_layout(tmp_path):
     with pytest.raises(DatasetLayoutError, match="does not exist") as err:
-        _ = _dm(tmp_path / "nowhere").classes
+        SUN397(tmp_path / "nowhere").classes()
     assert "Partitions/Training_01.txt" in str(err.value) and "ClassName.txt" in str(err.value)
 
 
@@ -85,7 +81,7 @@ def test_missing_classname_and_partition_files_are_named(tmp_path):
         _dm(tmp_path, partition=2).setup("fit")
     (tmp_path / "SUN397" / "ClassName.txt").unlink()
     with pytest.raises(DatasetLayoutError, match="missing list file .*SUN397/ClassName.txt"):
-        _ = _dm(tmp_path).classes
+        SUN397(tmp_path).classes()
 
 
 def test_a_line_of_an_unknown_class_is_named_with_its_number(tmp_path):

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from kdscene.data import MITIndoor67DataModule, SyntheticScenesDataModule, generate_synthetic_scenes
+from kdscene.data import MITIndoor67, SceneDataModule, SyntheticScenes, generate_synthetic_scenes
 from kdscene.data.synthetic import SyntheticScenesSpec, class_names, render_scene, scene_classes
 
 SPEC = SyntheticScenesSpec(num_classes=4, train_per_class=3, test_per_class=2, image_size=24, seed=5)
@@ -36,10 +36,9 @@ def test_files_are_in_the_mit_layout_and_read_by_the_mit_reader(tmp_path):
     test = (root / "TestImages.txt").read_text().splitlines()
     assert len(train) == 12 and len(test) == 8
     assert any(" " in line for line in train), "some names carry spaces, like the real MIT files"
-    dm = MITIndoor67DataModule(root, image_size=16, resize=24, num_workers=0, batch_size=4)
-    assert dm.classes == class_names(4, seed=5)
-    dm.setup("fit")
-    labels = sorted(y for _, y in dm.datasets["train"].samples)
+    reader = MITIndoor67(root)
+    assert reader.classes() == class_names(4, seed=5)
+    labels = sorted(y for _, y in reader.samples("train").pairs)
     assert labels == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
 
 
@@ -76,19 +75,40 @@ def test_an_existing_root_with_another_spec_is_not_overwritten(tmp_path):
     assert json.loads((root / "synthetic_scenes.json").read_text())["num_classes"] == 4
 
 
+def _synthetic(root):
+    return SyntheticScenes(root, num_classes=4, train_per_class=3, test_per_class=2, generated_size=24)
+
+
+def _datamodule(reader):
+    return SceneDataModule(reader, image_size=16, resize=24, hflip=False, batch_size=4, num_workers=0)
+
+
 def test_datamodule_generates_on_prepare_and_knows_its_classes_first(tmp_path):
-    dm = SyntheticScenesDataModule(
-        tmp_path / "s",
-        num_classes=4,
-        train_per_class=3,
-        test_per_class=2,
-        generated_size=24,
-        image_size=16,
-        resize=24,
-        batch_size=4,
-    )
+    dm = _datamodule(_synthetic(tmp_path / "s"))
     assert dm.num_classes == 4 and not (tmp_path / "s").exists()
     dm.prepare_data()
     dm.setup("fit")
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 16, 16) and int(y.max()) < 4
+
+
+def test_the_reader_generates_what_its_options_say(tmp_path):
+    options = {"train_per_class": 3, "test_per_class": 2, "seed": 5, "generated_size": 24}
+    reader = SyntheticScenes(tmp_path / "s", 4, **options)
+    reader.prepare()
+    manifest = json.loads((tmp_path / "s" / "synthetic_scenes.json").read_text())
+    assert manifest == {
+        "num_classes": 4,
+        "train_per_class": 3,
+        "test_per_class": 2,
+        "image_size": 24,
+        "seed": 5,
+        "version": 2,
+    }
+    assert _digest(tmp_path / "s") == _digest(generate_synthetic_scenes(tmp_path / "g", SPEC))
+
+
+def test_setup_outside_a_trainer_generates_the_files_first(tmp_path):
+    dm = _datamodule(_synthetic(tmp_path / "s"))
+    dm.setup("test")
+    assert (tmp_path / "s" / "synthetic_scenes.json").is_file() and len(dm.datasets["val"]) == 8

@@ -1,0 +1,180 @@
+"""The one scene DataModule: any reader → checked datasets, transforms and loaders.
+
+The reader (:mod:`kdscene.data.reader`) knows a dataset's layout; this module owns everything that is
+the same for all datasets: transforms, loaders, the file checks and corrupt-image handling. Validation
+and test use the reader's ``"val"`` split (the datasets' official test/val split), as in the papers;
+the best checkpoint is chosen on it, so report it as the papers do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from kdscene.data.dataset import ImageListDataset, build_transforms
+from kdscene.data.reader import KINETICS_MEAN, KINETICS_STD, Reader, Split, check_files
+
+log = logging.getLogger(__name__)
+
+TRAIN_CROPS = ("random", "random_resized", "center")
+
+
+def build_reader(reader: Reader | Callable[[Path], Reader], root: str | Path | None) -> Reader:
+    """A built reader as given, or a reader factory (class, ``functools.partial``) called with ``root``.
+
+    Args:
+        reader: a :class:`Reader`, or a callable that builds one from the root folder.
+        root: the dataset folder for a factory; must be ``None`` with a built reader.
+
+    Returns:
+        The reader.
+    """
+    if isinstance(reader, Reader):
+        if root is not None:
+            raise ValueError(
+                f"SceneDataModule: reader {reader!r} is already built with its root; got root={str(root)!r} "
+                "as well. Pass root=None, or pass the reader class (or a partial of it) with root"
+            )
+        return reader
+    if not callable(reader):
+        raise TypeError(f"SceneDataModule: reader must be a Reader or a reader class/partial, got {reader!r}")
+    if root is None:
+        raise ValueError(
+            f"SceneDataModule: reader {reader!r} is a factory, so root (the dataset folder) is required"
+        )
+    built = reader(Path(root))
+    if not isinstance(built, Reader):
+        raise TypeError(f"SceneDataModule: reader factory {reader!r} built {built!r}, not a Reader")
+    return built
+
+
+class SceneDataModule(L.LightningDataModule):
+    """Loaders over a dataset reader; validation, test and predict use the reader's ``"val"`` split.
+
+    Args:
+        reader: a built :class:`~kdscene.data.reader.Reader` (then ``root`` is ``None``), or a reader
+            class or ``functools.partial`` of one (Hydra's ``_partial_: true``) called with ``root``.
+        root: the dataset folder, when ``reader`` is a factory.
+        image_size: side of the square crop fed to the networks.
+        resize: shorter side after the first resize (256 in the DCT paper); ``None`` resizes
+            straight to ``image_size``.
+        train_crop: ``"random"`` (resize, then random crop; the DCT paper), ``"random_resized"``
+            (``RandomResizedCrop``, the ImageNet recipe) or ``"center"`` (no crop augmentation).
+        crop_padding: zero padding of the random training crop (4 in RepDistiller's CIFAR recipe).
+        hflip: random horizontal flip for training.
+        mean, std: normalisation statistics (default: the DCT code's, i.e. Kinetics).
+        batch_size: training batch size per process.
+        eval_batch_size: validation/test batch size (default: ``batch_size``).
+        num_workers: loader worker processes.
+        pin_memory: pin host memory (useful with GPUs).
+        skip_corrupt: skip undecodable images (warning + count) instead of raising.
+        check_files: check at set-up that every listed image file exists (one ``stat`` per image).
+        draft: decode JPEGs at reduced scale when they are much larger than ``resize``.
+    """
+
+    def __init__(
+        self,
+        reader: Reader | Callable[[Path], Reader],
+        root: str | Path | None = None,
+        image_size: int = 224,
+        resize: int | None = 256,
+        train_crop: Literal["random", "random_resized", "center"] = "random",
+        crop_padding: int = 0,
+        hflip: bool = True,
+        mean: Sequence[float] = KINETICS_MEAN,
+        std: Sequence[float] = KINETICS_STD,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        pin_memory: bool = False,
+        skip_corrupt: bool = False,
+        check_files: bool = True,
+        draft: bool = True,
+    ) -> None:
+        super().__init__()
+        if train_crop not in TRAIN_CROPS:
+            raise ValueError(f"train_crop must be 'random', 'random_resized' or 'center', got {train_crop!r}")
+        self.reader = build_reader(reader, root)
+        self.image_size, self.resize, self.train_crop = image_size, resize, train_crop
+        self.crop_padding, self.hflip = crop_padding, hflip
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.skip_corrupt, self.check_files, self.draft = skip_corrupt, check_files, draft
+        self.datasets: dict[str, ImageListDataset] = {}
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in label order; read from disk on first use (no ``setup`` needed)."""
+        return self.reader.classes()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def prepare_data(self) -> None:
+        """Let the reader create its files (the synthetic scenes); once per node, before ``setup``."""
+        self.reader.prepare()
+
+    def _make_dataset(self, split: Split) -> ImageListDataset:
+        found = self.reader.samples(split)
+        if self.check_files:
+            check_files(found.pairs, self.reader.root, self.reader.LAYOUT, found.source)
+        transform = build_transforms(
+            split == "train",
+            self.image_size,
+            self.resize,
+            self.train_crop,
+            self.hflip,
+            self.mean,
+            self.std,
+            self.crop_padding,
+        )
+        draft = (self.resize or self.image_size) if self.draft else None
+        return ImageListDataset(self.reader, found.pairs, transform, self.skip_corrupt, draft)
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.reader.root.exists():  # outside a Trainer, which would have called prepare_data
+            self.prepare_data()
+        self.reader.check_root()
+        if stage in (None, "fit") and "train" not in self.datasets:
+            self.datasets["train"] = self._make_dataset("train")
+        if "val" not in self.datasets:
+            self.datasets["val"] = self._make_dataset("val")
+        log.info(
+            "%s: %d classes, %s",
+            self.reader.NAME,
+            self.num_classes,
+            ", ".join(f"{k} {len(v)} images" for k, v in self.datasets.items()),
+        )
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        if split not in self.datasets:
+            self.setup("fit" if train else "test")
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
