@@ -17,10 +17,17 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
-# (pattern of an override key, replacement): a user who types an old key learns the new one
-MOVED_KEYS: tuple[tuple[str, str], ...] = (
-    (r"eval_teacher", "(removed: the teacher's accuracy is logged from every validation step)"),
-)
+# Keys that moved (old -> new, or why it went): a user who types an old key learns the new one.
+MOVED_KEYS: dict[str, str] = {
+    **{
+        f"data.{key}": f"data.reader.{key}"  # options of one data set moved to its reader
+        for key in ("partition", "layout", "train_split", "small")
+        + ("num_classes", "train_per_class", "test_per_class", "seed", "generated_size")
+    },
+    "eval_teacher": "(removed: the teacher's accuracy is logged from every validation step)",
+}
+# (regular expression of an old key, its replacement) for keys with a variable part
+MOVED_PATTERNS: tuple[tuple[str, str], ...] = ()
 
 
 class MovedKeyError(KeyError):
@@ -38,13 +45,16 @@ def _override_key(override: str) -> str | None:
 
 
 def moved_key_messages(overrides: Sequence[str]) -> list[str]:
-    """One message per override whose key is listed in :data:`MOVED_KEYS`."""
+    """One message per override whose key is in :data:`MOVED_KEYS` or matches :data:`MOVED_PATTERNS`."""
     messages = []
     for override in overrides:
         key = _override_key(override)
         if key is None:
             continue
-        for pattern, replacement in MOVED_KEYS:
+        if key in MOVED_KEYS:
+            messages.append(f"{key!r} has moved: use {MOVED_KEYS[key]}")
+            continue
+        for pattern, replacement in MOVED_PATTERNS:
             if re.fullmatch(pattern, key):
                 messages.append(f"{key!r} has moved: use {re.sub(pattern, replacement, key)}")
                 break

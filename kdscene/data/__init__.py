@@ -29,22 +29,6 @@ from kdscene.data.synthetic import SyntheticScenes, generate_synthetic_scenes
 if TYPE_CHECKING:
     from kdscene.data.datamodule import SceneDataModule
 
-# Config keys that moved from the DataModule to its reader (old -> new); the CLI names them in errors.
-MOVED_KEYS: dict[str, str] = {
-    f"data.{key}": f"data.reader.{key}"
-    for key in (
-        "partition",  # SUN397
-        "layout",  # Places365
-        "train_split",
-        "small",
-        "num_classes",  # synthetic scenes
-        "train_per_class",
-        "test_per_class",
-        "seed",
-        "generated_size",
-    )
-}
-
 
 def __getattr__(name: str) -> Any:
     if name == "SceneDataModule":
@@ -63,7 +47,6 @@ __all__ = [
     "IMAGENET_STD",
     "KINETICS_MEAN",
     "KINETICS_STD",
-    "MOVED_KEYS",
     "CorruptImageError",
     "DatasetLayoutError",
     "ImageListDataset",

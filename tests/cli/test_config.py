@@ -34,3 +34,8 @@ def test_the_console_entry_exits_2_with_the_message_and_without_importing_torch(
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "'eval_teacher' has moved" in result.stderr
+
+
+def test_an_old_data_key_names_its_new_place_under_the_reader(tmp_path):
+    with pytest.raises(MovedKeyError, match="'data.partition' has moved: use data.reader.partition"):
+        compose_config("train", ["data=sun397", "data.partition=3"], tmp_path)

@@ -8,9 +8,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from kdscene.cli.config import MOVED_KEYS
 from kdscene.data import (
     CIFAR100,
-    MOVED_KEYS,
     SUN397,
     ADE20KScenes,
     MITIndoor67,
@@ -84,7 +84,7 @@ def _composed(name: str, overrides: list[str] | None = None):
 def test_moved_keys_exist_at_their_new_place_and_nowhere_at_the_old_one():
     composed = {name: _composed(name) for name in DATA_CONFIGS}
     assert MOVED_KEYS["data.partition"] == "data.reader.partition"
-    for old, new in MOVED_KEYS.items():
+    for old, new in ((k, v) for k, v in MOVED_KEYS.items() if k.startswith("data.")):
         assert new == old.replace("data.", "data.reader.", 1)
         assert any(OmegaConf.select(cfg, new) is not None for cfg in composed.values()), new
         assert all(OmegaConf.select(cfg, old) is None for cfg in composed.values()), old
