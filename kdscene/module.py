@@ -15,20 +15,23 @@ pair) comes from the logits every validation and test step computes anyway, sync
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from kdscene.features import Features, FeatureTap, TapInfo, probe
-from kdscene.models import BackboneSpec, build_backbone
+from kdscene.models import BackboneSpec, build_backbone, load_checkpoint
+from kdscene.nonfinite import check_terms, check_weights, nonfinite_terms
 
 LossFactory = Callable[..., nn.Module]
 
@@ -77,7 +80,10 @@ class DistillationModule(L.LightningModule):
         scheduler: factory taking ``optimizer=``, or ``None``.
         scheduler_interval: ``"epoch"`` or ``"step"``.
         image_size: input size used to probe the feature shapes once at construction.
-        channels_last: run both networks in channels-last memory format.
+        channels_last: run both networks (and their inputs) in channels-last memory format.
+        nonfinite: what a non-finite loss term does in training: ``"raise"`` (default: stop, naming
+            the term, epoch and batch) or ``"skip"`` (skip that step's update; counted and logged as
+            ``train/nonfinite_skips``). Non-finite weights always stop the run before a checkpoint.
         train_student: ``False`` freezes the student (no grad, eval mode, not in the optimizer), for
             stages that train only what the loss terms own (SRM's teacher dictionaries).
     """
@@ -92,12 +98,15 @@ class DistillationModule(L.LightningModule):
         scheduler_interval: str = "epoch",
         image_size: int = 224,
         channels_last: bool = False,
+        nonfinite: Literal["raise", "skip"] = "raise",
         train_student: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
         if not distill:
             raise ValueError("distill is empty: give at least one loss term, e.g. {'ce': CrossEntropyLoss}")
+        if nonfinite not in ("raise", "skip"):
+            raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
         self.student = build_backbone(student)
         self.student_tap = FeatureTap(self.student, student.tap_layers, student.tap_head)
         if not train_student:
@@ -106,6 +115,7 @@ class DistillationModule(L.LightningModule):
             self.student.eval()
         self.teacher: nn.Module | None = None
         self.teacher_tap: FeatureTap | None = None
+        self._missing_teacher_file: str | None = None
         needing = [k for k, f in distill.items() if _needs_teacher(f)]
         if needing:
             self._build_teacher(teacher, student, needing)
@@ -122,6 +132,8 @@ class DistillationModule(L.LightningModule):
             {split: _accuracy_metrics(n, f"teacher/{split}_") for split in ("val", "test")}
         )
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # in checkpoints: a resumed run keeps its best
+        self.nonfinite_skips = 0
 
     # -- construction -------------------------------------------------------------------------
     def _build_teacher(self, spec: BackboneSpec | None, student: BackboneSpec, needing: list[str]) -> None:
@@ -134,10 +146,24 @@ class DistillationModule(L.LightningModule):
             )
         if not spec.checkpoint:
             rank_zero_info(f"[kdscene] WARNING: teacher {spec.name!r} has no checkpoint: it is random")
-        self.teacher = build_backbone(spec)
+        self.teacher = build_backbone(dataclasses.replace(spec, checkpoint=None))
+        if spec.checkpoint and Path(spec.checkpoint).expanduser().is_file():
+            load_checkpoint(self.teacher, spec.checkpoint)
+        elif spec.checkpoint:  # fitting needs it (setup raises); loading or evaluating a student does not
+            self._missing_teacher_file = spec.checkpoint
         self.teacher.requires_grad_(False)
         self.teacher.eval()
         self.teacher_tap = FeatureTap(self.teacher, spec.tap_layers, spec.tap_head)
+
+    def setup(self, stage: str) -> None:
+        """Fitting needs the teacher's file; evaluation without it skips the teacher (and its terms)."""
+        path = self._missing_teacher_file
+        if not path:
+            return
+        if stage == "fit":
+            raise FileNotFoundError(f"teacher checkpoint {str(path)!r} does not exist")
+        rank_zero_warn(f"teacher checkpoint {path!r} not found: evaluating without the teacher")
+        self.teacher, self.teacher_tap, self._missing_teacher_file = None, None, None
 
     def train(self, mode: bool = True) -> DistillationModule:
         """Switch the student and the terms to ``mode``; the teacher (and a frozen student) stay in eval."""
@@ -173,20 +199,23 @@ class DistillationModule(L.LightningModule):
         """Every weighted term, named ``<config key>`` or ``<config key>_<sub-term>``."""
         terms: dict[str, Tensor] = {}
         for key, loss in self.distill.items():
+            if teacher is None and _needs_teacher(loss):
+                continue  # only in evaluation without the teacher's file (see setup)
             out = loss(student, teacher, labels)
             for sub, value in out.items():
                 terms[key if len(out) == 1 else f"{key}_{sub}"] = value
         return terms
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.hparams.channels_last:
-            return (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
-        return batch
-
-    def _shared_step(self, batch: Sequence[Tensor], split: str, metrics: MetricCollection) -> Tensor:
+    def _shared_step(
+        self, batch: Sequence[Tensor], split: str, metrics: MetricCollection, batch_idx: int = 0
+    ) -> Tensor | None:
         images, labels = batch[0], batch[1]
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         student, teacher = self.features(images)
         terms = self.loss_terms(student, teacher, labels)
+        if split == "train" and self._skip_nonfinite(terms, batch_idx):
+            return None
         loss = torch.stack([v.float() for v in terms.values()]).sum()
         bs = images.shape[0]
         self.log(
@@ -215,8 +244,19 @@ class DistillationModule(L.LightningModule):
             self.log_dict(self.teacher_metrics[split], on_step=False, on_epoch=True, batch_size=bs)
         return loss
 
-    def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train", self.train_metrics)
+    def _skip_nonfinite(self, terms: dict[str, Tensor], batch_idx: int) -> bool:
+        """Raise on a non-finite term (``nonfinite="raise"``), or count it and skip the step."""
+        if self.hparams.nonfinite == "raise":
+            check_terms(terms, self.current_epoch, batch_idx)
+            return False
+        if not nonfinite_terms(terms):
+            return False
+        self.nonfinite_skips += 1
+        self.log("train/nonfinite_skips", float(self.nonfinite_skips), on_step=False, on_epoch=True)
+        return True
+
+    def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor | None:
+        return self._shared_step(batch, "train", self.train_metrics, batch_idx)
 
     def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val", self.val_metrics)
@@ -231,13 +271,15 @@ class DistillationModule(L.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
     def on_train_start(self) -> None:
-        self.val_acc_best.reset()
+        if self.trainer.ckpt_path is None:  # a resumed run keeps the best it restored
+            self.val_acc_best.reset()
 
     # -- checkpoints and optimizers -----------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Drop the teacher's weights; its spec (name, checkpoint path) is in the hyper-parameters."""
-        state = checkpoint["state_dict"]
-        checkpoint["state_dict"] = {k: v for k, v in state.items() if not k.startswith("teacher.")}
+        """Refuse non-finite weights; drop the teacher's (its spec is in the hyper-parameters)."""
+        state = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
+        check_weights(state.items(), checkpoint.get("epoch", self.current_epoch))
+        checkpoint["state_dict"] = state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the (rebuilt) teacher's weights back so that the checkpoint loads strictly."""

@@ -76,6 +76,48 @@ def exit_on_moved_keys(argv: Sequence[str]) -> None:
         raise SystemExit(2)
 
 
+def _job_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides that define a job: without ``ckpt_path``, Hydra's own keys and flags."""
+    keys = [(_override_key(o), o) for o in overrides]
+    return sorted(o for k, o in keys if k and k != "ckpt_path" and not k.startswith("hydra."))
+
+
+def previous_run(overrides: Sequence[str]) -> Path | None:
+    """The latest run folder of the same job (same overrides, ``ckpt_path`` aside), if any.
+
+    Runs live in ``<paths.log_dir>/<task_name>/runs/<time>`` and Hydra records each run's overrides
+    in ``.hydra/overrides.yaml``; this is how ``kdscene-train ... ckpt_path=last`` finds its run.
+    """
+    import yaml
+    from hydra import compose, initialize_config_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[o for o in overrides if not o.startswith("-")])
+    GlobalHydra.instance().clear()
+    runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
+    wanted = _job_overrides(overrides)
+    for folder in sorted(runs.glob("*"), reverse=True):
+        recorded = folder / ".hydra" / "overrides.yaml"
+        if recorded.is_file() and _job_overrides(yaml.safe_load(recorded.read_text()) or []) == wanted:
+            return folder
+    return None
+
+
+def resume_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``hydra.run.dir`` of the job's latest run added when it asks for ``ckpt_path=last``."""
+    args = list(argv)
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    if "ckpt_path=last" not in args or multirun or any(a.startswith("hydra.run.dir=") for a in args):
+        return args
+    folder = previous_run(args)
+    if folder is None:
+        print("kdscene: no earlier run of this job: starting a new one", file=sys.stderr)
+        return args
+    print(f"kdscene: continuing {folder}", file=sys.stderr)
+    return [*args, f"hydra.run.dir={folder}"]
+
+
 def compose_config(config_name: str, overrides: Sequence[str], output_dir: str | Path) -> DictConfig:
     """Compose a config as ``@hydra.main`` would, for running jobs inside one Python process."""
     from hydra import compose, initialize_config_dir

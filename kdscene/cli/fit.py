@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, open_dict
 
+from kdscene.callbacks.resume import ResumeState
 from kdscene.cli.config import to_plain
 from kdscene.cli.recipe import Recipe, Stage
 from kdscene.models import BackboneSpec
 from kdscene.module import DistillationModule
 
 log = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"  # written into a run's (or stage's) folder when it has finished
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,21 @@ class RunResult:
     def handover(self) -> str:
         """The file a later stage starts from: the last checkpoint, else the best one."""
         return self.last_checkpoint or self.best_checkpoint
+
+    def save(self, path: str | Path, max_epochs: int | None) -> None:
+        """Write this result as JSON (atomically), with the epochs it was trained for."""
+        record = {**dataclasses.asdict(self), "max_epochs": max_epochs}
+        tmp = Path(path).with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple[RunResult, int | None]:
+        """A result written by :meth:`save`, and the epochs it was trained for."""
+        record = json.loads(Path(path).read_text())
+        max_epochs = record.pop("max_epochs", None)
+        stages = {k: cls(**v) for k, v in record.pop("stages", {}).items()}
+        return cls(**record, stages=stages), max_epochs
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -101,8 +123,21 @@ def build_module(cfg: DictConfig, recipe: Recipe, stage: Stage, num_classes: int
         scheduler_interval=interval,
         image_size=cfg.data.image_size,
         channels_last=cfg.channels_last,
+        nonfinite=cfg.get("nonfinite", "raise"),
         train_student=stage.train_student,
     )
+
+
+def _callbacks(cfg: DictConfig, stage: Stage, has_logger: bool) -> list[L.Callback]:
+    """The config's and the stage's callbacks, and :class:`ResumeState` (random states in checkpoints).
+
+    A learning-rate monitor needs a logger: with ``logger=none`` it is left out (with a log line).
+    """
+    callbacks = instantiate_group(cfg.get("callbacks")) + instantiate_group(stage.callbacks)
+    if not has_logger and any(isinstance(c, LearningRateMonitor) for c in callbacks):
+        log.info("no logger: the learning-rate monitor is left out")
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return [*callbacks, ResumeState()]
 
 
 def _finish_wandb(loggers: list) -> None:
@@ -112,14 +147,15 @@ def _finish_wandb(loggers: list) -> None:
         wandb.finish()
 
 
-def _checkpoints(trainer: L.Trainer) -> tuple[str, str]:
+def _checkpoints(trainer: L.Trainer, output_dir: str) -> tuple[str, str]:
     """(best, last) checkpoint paths of the run (``""`` where none was saved)."""
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     last = ""
     for callback in trainer.checkpoint_callbacks:  # save_last, or an unmonitored "every epoch" callback
         unmonitored = callback.best_model_path if callback.monitor is None else ""
         last = callback.last_model_path or unmonitored or last
-    return best, last
+    default = Path(output_dir) / "checkpoints" / "last.ckpt"  # ddp_spawn hands back only the best path
+    return best, last or (str(default) if default.is_file() else "")
 
 
 def fit_stage(cfg: DictConfig, recipe: Recipe, stage: Stage) -> RunResult:
@@ -127,8 +163,8 @@ def fit_stage(cfg: DictConfig, recipe: Recipe, stage: Stage) -> RunResult:
     L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     module = build_module(cfg, recipe, stage, datamodule.num_classes)
-    callbacks = instantiate_group(cfg.get("callbacks")) + instantiate_group(stage.callbacks)
     loggers = instantiate_group(cfg.get("logger"))
+    callbacks = _callbacks(cfg, stage, has_logger=bool(loggers))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(to_plain(cfg))
@@ -136,11 +172,14 @@ def fit_stage(cfg: DictConfig, recipe: Recipe, stage: Stage) -> RunResult:
         if cfg.train:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        best, last = _checkpoints(trainer)
+        best, last = _checkpoints(trainer, cfg.paths.output_dir)
         if cfg.test:
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     finally:
         _finish_wandb(loggers)
     log.info("metrics: %s", metrics)
-    return RunResult(metrics, best, last, str(cfg.paths.output_dir))
+    result = RunResult(metrics, best, last, str(cfg.paths.output_dir))
+    if not cfg.trainer.get("fast_dev_run"):
+        result.save(Path(cfg.paths.output_dir) / RESULT_FILE, cfg.trainer.get("max_epochs"))
+    return result

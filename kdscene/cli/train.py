@@ -14,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
-from kdscene.cli.config import CONFIG_DIR, exit_on_moved_keys
-from kdscene.cli.recipe import parse_recipe, stage_config, stage_outputs
+from kdscene.cli.config import CONFIG_DIR, exit_on_moved_keys, resume_argv
+from kdscene.cli.recipe import Recipe, parse_recipe, stage_config, stage_outputs
 
 if TYPE_CHECKING:
     from kdscene.cli.fit import RunResult
@@ -35,6 +36,10 @@ def train(cfg: DictConfig) -> RunResult:
     stages in order, each in ``<output_dir>/<stage>``, handing each stage's checkpoint to the later
     ones (``${kdscene.stage:<name>}``); a stage with ``checkpoint: <path>`` is skipped and that file
     handed on. The result is the last stage's, with every stage's under ``stages``.
+
+    ``ckpt_path=last`` continues the job in ``output_dir``: a finished fit (its ``result.json`` says
+    it ran the configured epochs) is skipped and its result reused, an interrupted one resumes from
+    its ``last.ckpt``, one that never started starts. ``ckpt_path=<file>`` resumes a single fit.
     """
     from kdscene.cli.fit import RunResult, fit_stage
 
@@ -47,10 +52,9 @@ def train(cfg: DictConfig) -> RunResult:
                 log.info("stage %s skipped: using %s", stage.name, stage.checkpoint)
                 outputs[stage.name] = stage.checkpoint
                 continue
-            if stage.name:
-                log.info("stage %s", stage.name)
             last = i == len(recipe.stages) - 1
-            result = fit_stage(stage_config(cfg, recipe, stage, last), recipe, stage)
+            stage_cfg = stage_config(cfg, recipe, stage, last)
+            result = _finished(stage_cfg) or fit_stage(_with_resume(stage_cfg, recipe), recipe, stage)
             results[stage.name] = result
             outputs[stage.name] = result.handover
             if not last and not result.handover and not cfg.trainer.get("fast_dev_run"):
@@ -62,6 +66,40 @@ def train(cfg: DictConfig) -> RunResult:
     return dataclasses.replace(final, stages=results) if recipe.multi_stage else final
 
 
+def _finished(cfg: DictConfig) -> RunResult | None:
+    """With ``ckpt_path=last``, the saved result of a fit that already ran its configured epochs."""
+    from kdscene.cli.fit import RESULT_FILE, RunResult
+
+    path = Path(cfg.paths.output_dir) / RESULT_FILE
+    if cfg.get("ckpt_path") != "last" or not path.is_file():
+        return None
+    result, max_epochs = RunResult.load(path)
+    if max_epochs != cfg.trainer.get("max_epochs"):
+        return None
+    log.info("%s finished earlier (%s epochs): its result is reused", cfg.paths.output_dir, max_epochs)
+    return result
+
+
+def _with_resume(cfg: DictConfig, recipe: Recipe) -> DictConfig:
+    """``cfg`` with ``ckpt_path`` resolved for this fit: ``last`` becomes its ``last.ckpt`` (or none)."""
+    ckpt = cfg.get("ckpt_path")
+    if ckpt and ckpt != "last" and recipe.multi_stage:
+        raise ValueError(
+            f"ckpt_path={ckpt} would resume every stage from one file; to continue a multi-stage job use "
+            "ckpt_path=last in its folder (finished stages are skipped, the interrupted one resumes)"
+        )
+    if ckpt == "last":
+        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        ckpt = str(path) if path.is_file() else None
+        log.info(
+            "resuming from %s" if ckpt else "no last.ckpt in %s/checkpoints: starting",
+            ckpt or path.parent.parent,
+        )
+    with open_dict(cfg):
+        cfg.ckpt_path = ckpt
+    return cfg
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     result = train(cfg)
@@ -71,6 +109,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 def main() -> None:
     """Console entry point of ``kdscene-train`` (Hydra's command line: overrides, ``-m``, ``--help``)."""
     exit_on_moved_keys(sys.argv[1:])
+    sys.argv[1:] = resume_argv(sys.argv[1:])
     _hydra_main()
 
 
