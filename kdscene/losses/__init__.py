@@ -1,7 +1,7 @@
 """Distillation losses: plain ``nn.Module``s, importable without Lightning or Hydra.
 
 Every loss takes ``(student: Features, teacher: Features | None, labels)`` and returns a dict of
-named, already-weighted terms.
+named, already-weighted terms (:mod:`kdscene.losses.base`). ``LinearWarmup`` schedules their weights.
 """
 
 from kdscene.features import Features, TapInfo
@@ -17,6 +17,7 @@ from kdscene.losses.local_attention import LocalSelfAttention
 from kdscene.losses.pkt import PKTLoss, pkt_divergence
 from kdscene.losses.review import ABF, ReviewKDLoss, hcl_loss
 from kdscene.losses.rkd import RKDLoss, rkd_angle, rkd_distance
+from kdscene.losses.schedule import LinearWarmup
 from kdscene.losses.semckd import SemCKDLoss
 from kdscene.losses.sp import SPLoss, similarity_matrix
 from kdscene.losses.srm import SRMDictionaryLoss, SRMLoss, load_dictionaries
@@ -36,6 +37,7 @@ __all__ = [
     "Features",
     "FitNetLoss",
     "KDLoss",
+    "LinearWarmup",
     "LocalSelfAttention",
     "PKTLoss",
     "RKDLoss",
