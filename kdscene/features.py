@@ -56,16 +56,38 @@ class Features:
     """What a distillation loss sees of one network for one batch.
 
     Args:
-        logits: class scores, shape (B, num_classes).
+        logits: class scores, shape (B, num_classes); ``None`` for feature-only losses (a loss that
+            needs them says so).
         maps: intermediate maps in tap order, each (B, C_l, H_l, W_l).
-        names: the module path of each map.
+        names: the module path of each map; empty (default) names them ``map0``, ``map1``, ...
         pooled: the penultimate vector fed to the classifier, (B, D), if tapped.
+
+    Raises:
+        TypeError: ``maps`` is a single tensor instead of a sequence of maps.
+        ValueError: ``names`` is given but does not name every map.
     """
 
-    logits: Tensor
-    maps: tuple[Tensor, ...]
+    logits: Tensor | None = None
+    maps: tuple[Tensor, ...] = ()
     names: tuple[str, ...] = ()
     pooled: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.maps, Tensor):
+            raise TypeError(
+                f"Features.maps is a sequence of (B, C, H, W) maps, got one Tensor of shape "
+                f"{tuple(self.maps.shape)}: write maps=(x,)"
+            )
+        maps = tuple(self.maps)
+        names = tuple(self.names) or tuple(f"map{i}" for i in range(len(maps)))
+        if len(names) != len(maps):
+            raise ValueError(
+                f"Features: {len(names)} names {list(names)} for {len(maps)} maps; give one name per map "
+                "(or none for map0, map1, ...)"
+            )
+        # frozen: the normalised tuples are set the way dataclasses set fields in __init__
+        object.__setattr__(self, "maps", maps)
+        object.__setattr__(self, "names", names)
 
 
 PREACT_SUFFIX = ":pre"

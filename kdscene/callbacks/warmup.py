@@ -2,7 +2,8 @@
 
 ReviewKD (Chen et al., CVPR 2021) and FAM-KD (Pham et al., WACV 2024) multiply their feature loss by
 ``min(epoch / warmup_epochs, 1)``, with epochs counted from 1 (mdistiller passes ``epoch`` starting at
-1), so the first epoch already uses ``1 / warmup_epochs`` of the weight.
+1), so the first epoch already uses ``1 / warmup_epochs`` of the weight. The schedule itself is
+:class:`kdscene.losses.LinearWarmup` (no Lightning); this callback runs it at each epoch start.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ from collections.abc import Sequence
 
 import lightning as L
 
-from kdscene.losses import CrossEntropyLoss
+from kdscene.losses import CrossEntropyLoss, LinearWarmup
 
 
 def warmup_factor(epoch: int, warmup_epochs: int) -> float:
     """``min((epoch + 1) / warmup_epochs, 1)`` for a 0-based Lightning epoch; 1 when warm-up is off."""
-    if warmup_epochs <= 0:
-        return 1.0
-    return min((epoch + 1) / warmup_epochs, 1.0)
+    return LinearWarmup(warmup_epochs).factor(epoch)
 
 
 class LossWeightWarmup(L.Callback):
@@ -32,6 +31,7 @@ class LossWeightWarmup(L.Callback):
 
     def __init__(self, warmup_epochs: int, terms: Sequence[str] | None = None) -> None:
         self.warmup_epochs = warmup_epochs
+        self.schedule = LinearWarmup(warmup_epochs)
         self.terms = list(terms) if terms is not None else None
 
     def _selected(self, pl_module: L.LightningModule) -> list[str]:
@@ -46,8 +46,6 @@ class LossWeightWarmup(L.Callback):
         return self.terms
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        factor = warmup_factor(trainer.current_epoch, self.warmup_epochs)
-        for key in self._selected(pl_module):
-            loss = pl_module.distill[key]
-            loss.weight = loss.base_weight * factor
+        selected = [pl_module.distill[key] for key in self._selected(pl_module)]
+        factor = self.schedule.apply(selected, trainer.current_epoch)
         pl_module.log("train/warmup_factor", factor, on_step=False, on_epoch=True)

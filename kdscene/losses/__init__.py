@@ -1,7 +1,7 @@
 """Distillation losses: plain ``nn.Module``s, importable without Lightning or Hydra.
 
 Every loss takes ``(student: Features, teacher: Features | None, labels)`` and returns a dict of
-named, already-weighted terms.
+named, already-weighted terms (:mod:`kdscene.losses.base`). ``LinearWarmup`` schedules their weights.
 """
 
 from kdscene.features import Features, TapInfo
@@ -17,13 +17,27 @@ from kdscene.losses.local_attention import LocalSelfAttention
 from kdscene.losses.pkt import PKTLoss, pkt_divergence
 from kdscene.losses.review import ABF, ReviewKDLoss, hcl_loss
 from kdscene.losses.rkd import RKDLoss, rkd_angle, rkd_distance
+from kdscene.losses.schedule import LinearWarmup
 from kdscene.losses.semckd import SemCKDLoss
 from kdscene.losses.sp import SPLoss, similarity_matrix
 from kdscene.losses.srm import SRMDictionaryLoss, SRMLoss, load_dictionaries
 from kdscene.losses.srm_parts import SparseCoder, SRMPredictor, keep_top, srm_sizes
 from kdscene.losses.vid import VIDLoss, VIDRegressor
 
+#: Constructor options that were renamed: ``"<LossClass>.<old name>"`` -> new name. The CLI turns an
+#: old config key (``distill.terms.<term>.<old name>``) into an error that names the new one.
+MOVED_OPTIONS: dict[str, str] = {
+    "DCTAttentionLoss.scales": "select",
+    "FitNetLoss.student_index": "select",
+    "FitNetLoss.teacher_index": "teacher_select",
+    "SPLoss.scales": "select",
+    "SemCKDLoss.student_scales": "select",
+    "SemCKDLoss.teacher_scales": "teacher_select",
+    "VIDLoss.scales": "select",
+}
+
 __all__ = [
+    "MOVED_OPTIONS",
     "ABF",
     "ATLoss",
     "CrossEntropyLoss",
@@ -36,6 +50,7 @@ __all__ = [
     "Features",
     "FitNetLoss",
     "KDLoss",
+    "LinearWarmup",
     "LocalSelfAttention",
     "PKTLoss",
     "RKDLoss",

@@ -20,33 +20,37 @@ normalisation), and the distance is the *squared* difference averaged over batch
 the DCT repo). RepDistiller also adaptive-average-pools the larger map when the spatial sizes differ.
 
 ``mode="code"`` (default) reproduces the code; ``mode="paper"`` implements Eq. 2 including β/2 and
-requires equal spatial sizes. Both use |F|^p, identical to F^p for the default p = 2.
+requires equal spatial sizes. Both use |F|^p, identical to F^p for the default p = 2. The sum over j runs
+over every tapped pair (``select=None``, default; the code's four stage outputs) or over the pairs
+``select`` names (indices into ``Features.maps``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import ClassVar, Literal
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from kdscene.features import Features
-from kdscene.losses.base import DistillLoss, check_same_count, upcast
+from kdscene.losses.base import (
+    DistillLoss,
+    as_select,
+    check_choice,
+    check_same_count,
+    pool_to_smaller,
+    select_taps,
+    upcast,
+)
+
+ATMode = Literal["code", "paper"]
 
 
 def attention_map(fmap: Tensor, p: float = 2.0) -> Tensor:
     """L2-normalised, flattened channel mean of |F|^p; (B, C, H, W) -> (B, H·W)."""
     am = upcast(fmap).abs().pow(p).mean(dim=1)
     return F.normalize(am.flatten(1), dim=1)
-
-
-def _match_sizes(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    sh, th = s.shape[-2:], t.shape[-2:]
-    if sh == th:
-        return s, t
-    if sh[0] > th[0]:
-        return F.adaptive_avg_pool2d(s, th), t
-    return s, F.adaptive_avg_pool2d(t, sh)
 
 
 class ATLoss(DistillLoss):
@@ -57,20 +61,29 @@ class ATLoss(DistillLoss):
         p: exponent of the attention map (2 in the paper's experiments).
         mode: ``"code"`` (default; squared difference averaged over batch and positions, pooling
             on size mismatch) or ``"paper"`` (Eq. 2: (1/2)·batch mean of the L2 distance).
+        select: indices of the tapped pairs to use (negative allowed); ``None`` (default) = all.
     """
 
+    functional: ClassVar[str] = "attention_map"
+
     def __init__(
-        self, weight: float = 1000.0, p: float = 2.0, mode: Literal["code", "paper"] = "code"
+        self,
+        weight: float = 1000.0,
+        p: float = 2.0,
+        mode: ATMode = "code",
+        select: Sequence[int] | None = None,
     ) -> None:
         super().__init__(weight)
-        if mode not in ("code", "paper"):
-            raise ValueError(f"mode must be 'code' or 'paper', got {mode!r}")
         self.p = p
-        self.mode = mode
+        self.mode = check_choice("ATLoss", "mode", mode, ATMode)
+        self.select = as_select(select, "ATLoss")
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight}, p={self.p}, mode={self.mode!r}, select={self.select}"
 
     def _one_scale(self, s: Tensor, t: Tensor, name: str) -> Tensor:
         if self.mode == "code":
-            s, t = _match_sizes(s, t)
+            s, t = pool_to_smaller(s, t)
             return (attention_map(s, self.p) - attention_map(t, self.p)).pow(2).mean()
         if s.shape[-2:] != t.shape[-2:]:
             raise ValueError(
@@ -81,10 +94,9 @@ class ATLoss(DistillLoss):
         return 0.5 * diff.norm(dim=1).mean()
 
     def forward(self, student: Features, teacher: Features | None, labels: Tensor) -> dict[str, Tensor]:
-        assert teacher is not None, "ATLoss needs the teacher's features"
         check_same_count(student, teacher, "ATLoss")
         total = sum(
-            self._one_scale(s, t, n)
-            for s, t, n in zip(student.maps, teacher.maps, student.names or [""] * 99)
+            self._one_scale(student.maps[i], teacher.maps[i], student.names[i])
+            for i in select_taps(len(student.maps), self.select, "ATLoss")
         )
         return {"at": self.weight * total}

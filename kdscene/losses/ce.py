@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdscene.features import Features
-from kdscene.losses.base import DistillLoss
+from kdscene.losses.base import DistillLoss, require_logits
 
 
 class CrossEntropyLoss(DistillLoss):
@@ -26,5 +26,6 @@ class CrossEntropyLoss(DistillLoss):
         self.label_smoothing = label_smoothing
 
     def forward(self, student: Features, teacher: Features | None, labels: Tensor) -> dict[str, Tensor]:
-        loss = F.cross_entropy(student.logits, labels, label_smoothing=self.label_smoothing)
+        logits = require_logits(student, "CrossEntropyLoss", "student")
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         return {"ce": self.weight * loss}

@@ -40,7 +40,7 @@ What the authors' code computes, and how this module selects it:
   ``eps > 0`` is added to every normalisation denominator. A NaN sample is multiplied by its mask like
   in the code, so it propagates even when masked out.
 * **Scales.** The code uses the four stage outputs (the pooled vector it also returns is dropped);
-  ``scales=None`` (default) uses every tapped map, ``scales=[2, 3]`` reproduces the code's commented
+  ``select=None`` (default) uses every tapped map, ``select=[2, 3]`` reproduces the code's commented
   MIT transfer setting. Spatial sizes must match per scale (the code never resizes); channel counts
   may differ.
 * **Numerics** (no effect on values beyond float rounding): the channel pooling reads F once and
@@ -57,18 +57,24 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from kdscene.features import Features
-from kdscene.losses.base import DistillLoss, check_same_count, upcast
+from kdscene.losses.base import (
+    DistillLoss,
+    as_select,
+    check_choice,
+    check_same_count,
+    require_logits,
+    select_taps,
+    upcast,
+)
 
 Variant = Literal["submission", "final", "dct2"]
 Backend = Literal["auto", "matmul", "fft", "torch_dct"]
-VARIANTS = ("submission", "final", "dct2")
-BACKENDS = ("auto", "matmul", "fft", "torch_dct")
 _CPU_CHUNK = 64  # channels per partial sum on CPU (bounds the F² temporary; measured fastest)
 
 
@@ -215,15 +221,13 @@ def dct_frequency_map(
         backend: ``"auto"`` (default), ``"matmul"``, ``"fft"`` or ``"torch_dct"`` (see
             :class:`DCTAttentionLoss`).
     """
-    _check_options(variant, backend, eps)
+    _check_options(variant, backend, eps, "dct_frequency_map")
     return frequency_from_energy(channel_energy(fmap), variant, eps, backend)
 
 
-def _check_options(variant: str, backend: str, eps: float) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+def _check_options(variant: str, backend: str, eps: float, owner: str) -> None:
+    check_choice(owner, "variant", variant, Variant)
+    check_choice(owner, "backend", backend, Backend)
     if backend == "torch_dct" and variant != "dct2":
         raise ValueError(
             f"backend='torch_dct' only computes a DCT-II (variant='dct2'); variant {variant!r} uses "
@@ -248,7 +252,7 @@ class DCTAttentionLoss(DistillLoss):
         pred_guide: zero the samples the teacher misclassifies (code default True).
         eps: added to every normalisation denominator; 0 (default) reproduces the code, NaN on a
             constant map included.
-        scales: indices of the tapped maps to use (negative allowed); None = all.
+        select: indices of the tapped maps to use (negative allowed); None = all.
         backend: how the transform is computed. ``"matmul"``: cached basis matrices per
             (H, W, device, dtype), two GEMMs; it follows torch's float32 matmul precision (TF32 when
             enabled). ``"fft"``: ``torch.fft`` (the DCT-II by Makhoul's one-FFT algorithm).
@@ -258,38 +262,30 @@ class DCTAttentionLoss(DistillLoss):
             ``"dct2"``. At the level of the whole loss the backends are within timing noise.
     """
 
+    functional: ClassVar[str] = "dct_frequency_map"
+
     def __init__(
         self,
         weight: float = 1.0,
         variant: Variant = "submission",
         pred_guide: bool = True,
         eps: float = 0.0,
-        scales: Sequence[int] | None = None,
+        select: Sequence[int] | None = None,
         backend: Backend = "auto",
     ) -> None:
         super().__init__(weight)
-        _check_options(variant, backend, eps)
+        _check_options(variant, backend, eps, "DCTAttentionLoss")
         self.variant = variant
         self.pred_guide = bool(pred_guide)
         self.eps = float(eps)
-        self.scales = None if scales is None else tuple(int(i) for i in scales)
-        if self.scales is not None and not self.scales:
-            raise ValueError("scales must name at least one tapped map (or be None for all)")
+        self.select = as_select(select, "DCTAttentionLoss")
         self.backend = backend
 
     def extra_repr(self) -> str:
         return (
             f"weight={self.weight}, variant={self.variant!r}, pred_guide={self.pred_guide}, "
-            f"eps={self.eps}, scales={self.scales}, backend={self.backend!r}"
+            f"eps={self.eps}, select={self.select}, backend={self.backend!r}"
         )
-
-    def _indices(self, n: int) -> tuple[int, ...]:
-        if self.scales is None:
-            return tuple(range(n))
-        bad = [i for i in self.scales if not -n <= i < n]
-        if bad:
-            raise ValueError(f"DCTAttentionLoss: scales {bad} out of range for {n} tapped maps")
-        return tuple(i % n for i in self.scales)
 
     def _scale_distance(self, s: Tensor, t: Tensor, index: int, name: str) -> Tensor:
         """Per-sample ‖D̂_S − D̂_T‖₂ at one scale, shape (B,)."""
@@ -311,16 +307,14 @@ class DCTAttentionLoss(DistillLoss):
         return torch.linalg.vector_norm((fs - ft).flatten(1), dim=1)
 
     def forward(self, student: Features, teacher: Features | None, labels: Tensor) -> dict[str, Tensor]:
-        if teacher is None:
-            raise ValueError("DCTAttentionLoss needs the teacher's features")
         check_same_count(student, teacher, "DCTAttentionLoss")
-        names = student.names or tuple(f"map{i}" for i in range(len(student.maps)))
         per_sample = sum(
-            self._scale_distance(student.maps[i], teacher.maps[i], i, names[i])
-            for i in self._indices(len(student.maps))
+            self._scale_distance(student.maps[i], teacher.maps[i], i, student.names[i])
+            for i in select_taps(len(student.maps), self.select, "DCTAttentionLoss")
         )
         if self.pred_guide:
             if labels is None:
                 raise ValueError("DCTAttentionLoss(pred_guide=True) needs the labels")
-            per_sample = per_sample * teacher_correct(teacher.logits, labels).to(per_sample.dtype)
+            logits = require_logits(teacher, "DCTAttentionLoss(pred_guide=True)", "teacher")
+            per_sample = per_sample * teacher_correct(logits, labels).to(per_sample.dtype)
         return {"dct": self.weight * per_sample.mean()}

@@ -36,12 +36,14 @@ R34→R18: β = 0.5, T = 1, warm-up 1; R50→MobileNetV1: β = 2, T = 1, warm-up
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from kdscene.features import Features
-from kdscene.losses.base import DistillLoss, upcast
+from kdscene.losses.base import DistillLoss, require_logits, upcast
 
 GT_MASK_OFFSET = 1000.0
 
@@ -87,6 +89,8 @@ class DKDLoss(DistillLoss):
         temperature: softmax temperature T (4.0, mdistiller default/CIFAR-100; ImageNet configs 1.0).
     """
 
+    functional: ClassVar[str] = "dkd_parts"
+
     def __init__(
         self, weight: float = 1.0, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0
     ) -> None:
@@ -103,8 +107,7 @@ class DKDLoss(DistillLoss):
         return f"weight={self.weight}, alpha={self.alpha}, beta={self.beta}, temperature={self.temperature}"
 
     def forward(self, student: Features, teacher: Features | None, labels: Tensor) -> dict[str, Tensor]:
-        assert teacher is not None, "DKDLoss needs the teacher's logits"
-        s, t = student.logits, teacher.logits
+        s, t = require_logits(student, "DKDLoss", "student"), require_logits(teacher, "DKDLoss", "teacher")
         if s.shape != t.shape:
             raise ValueError(
                 f"DKDLoss: student logits {tuple(s.shape)} and teacher logits {tuple(t.shape)} differ "

@@ -56,9 +56,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdscene.features import Features, TapInfo
-from kdscene.losses.base import DistillLoss, check_same_count, upcast
+from kdscene.losses.base import DistillLoss, check_choice, check_same_count, upcast
 from kdscene.losses.local_attention import LocalSelfAttention
-from kdscene.losses.review import PooledMode, check_level_input, review_inputs, review_levels
+from kdscene.losses.review import PooledMode, level_losses, review_fuse, review_inputs, review_levels
 
 log = logging.getLogger(__name__)
 FilterKind = Literal["full", "depthwise"]
@@ -97,8 +97,7 @@ class FAMModule(nn.Module):
         global_filter: FilterKind = "full",
     ) -> None:
         super().__init__()
-        if global_filter not in ("full", "depthwise"):
-            raise ValueError(f"global_filter must be 'full' or 'depthwise', got {global_filter!r}")
+        check_choice("FAMModule", "global_filter", global_filter, FilterKind)
         if not 0.0 <= cuton <= 1.0:
             raise ValueError(f"cuton must be in [0, 1], got {cuton}")
         self.size = _pair(size)
@@ -245,15 +244,15 @@ class FAMKDLoss(DistillLoss):
         super().__init__(weight)
         self.pooled = pooled
         self.levels = review_levels(
-            student_taps, teacher_taps, pooled, student_pooled_channels, teacher_pooled_channels
+            student_taps, teacher_taps, pooled, student_pooled_channels, teacher_pooled_channels, "FAMKDLoss"
         )
         mids = self._mid_widths(mid_channels)
         self.fusions = nn.ModuleList(
             FAMFusion(
-                lv.student_channels,
+                lv.student.channels,
                 mids[i],
-                lv.teacher_channels if lv.supervised else None,
-                lv.teacher_size,
+                lv.teacher.channels if lv.supervised else None,
+                lv.teacher.size,
                 mids[i - 1] if i > 0 else None,
                 cuton,
                 global_filter,
@@ -274,7 +273,7 @@ class FAMKDLoss(DistillLoss):
     def _mid_widths(self, mid_channels: Sequence[int] | None) -> list[int]:
         """Mid widths deepest first."""
         if mid_channels is None:
-            return [lv.student_channels for lv in self.levels]
+            return [lv.student.channels for lv in self.levels]
         if len(mid_channels) != len(self.levels):
             raise ValueError(
                 f"mid_channels has {len(mid_channels)} entries but there are {len(self.levels)} levels "
@@ -284,28 +283,13 @@ class FAMKDLoss(DistillLoss):
 
     def fuse(self, student: Features) -> list[Tensor | None]:
         """The output of every level, deepest first (``None`` for an unsupervised level)."""
-        outputs: list[Tensor | None] = []
-        residual = None
-        for i, (x, lv, fusion) in enumerate(
-            zip(review_inputs(student, self.pooled), self.levels, self.fusions)
-        ):
-            check_level_input(x, lv.student_channels, lv.student_size, f"FAMKDLoss student level {i}")
-            out, residual = fusion(x, residual)
-            outputs.append(out)
-        return outputs
+        return review_fuse(self.levels, self.fusions, review_inputs(student, self.pooled), "FAMKDLoss")
 
     def forward(self, student: Features, teacher: Features | None, labels: Tensor) -> dict[str, Tensor]:
-        assert teacher is not None, "FAMKDLoss needs the teacher's features"
         check_same_count(student, teacher, "FAMKDLoss")
-        terms = []
-        for i, (out, t, lv) in enumerate(
-            zip(self.fuse(student), review_inputs(teacher, self.pooled), self.levels)
-        ):
-            if out is None:
-                continue
-            check_level_input(t, lv.teacher_channels, lv.teacher_size, f"FAMKDLoss teacher level {i}")
-            terms.append(F.mse_loss(upcast(out), upcast(t)))
-        return {"fam": self.weight * torch.stack(terms).sum()}
+        teacher_inputs = review_inputs(teacher, self.pooled)
+        total = level_losses(self.fuse(student), teacher_inputs, self.levels, F.mse_loss, "FAMKDLoss")
+        return {"fam": self.weight * total}
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}, pooled={self.pooled!r}, filter_weights={self.num_filter_weights}"

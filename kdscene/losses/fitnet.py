@@ -39,10 +39,10 @@ and CE + KD terms. ``conf/distill/fitnet.yaml`` is the single-stage RepDistiller
         student_checkpoint: ${kdscene.stage:hint}
         terms: {ce: {...}, kd: {_target_: kdscene.losses.KDLoss, _partial_: true}}
 
-Layers: ``student_index`` / ``teacher_index`` index the tapped maps. RepDistiller's default
-``--hint_layer 2`` of (stem, stage 1, stage 2, stage 3, pooled) of its CIFAR ResNets is the second stage;
-``student_index=1`` is the same tap in kdscene (layer2, for three-stage CIFAR and four-stage ImageNet
-ResNets alike).
+Layers: ``select`` (the guided student tap) and ``teacher_select`` (the hint tap; ``None`` = the same
+index) are one index each into the tapped maps. RepDistiller's default ``--hint_layer 2`` of (stem,
+stage 1, stage 2, stage 3, pooled) of its CIFAR ResNets is the second stage; ``select=1`` is the same
+tap in kdscene (layer2, for three-stage CIFAR and four-stage ImageNet ResNets alike).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdscene.features import Features, TapInfo
-from kdscene.losses.base import DistillLoss, upcast
+from kdscene.losses.base import DistillLoss, check_choice, check_probed, select_taps, teacher_choice, upcast
 
 FitNetMode = Literal["code", "paper"]
 
@@ -85,12 +85,11 @@ def hint_regressor(s: TapInfo, t: TapInfo, mode: FitNetMode = "code") -> nn.Sequ
     return nn.Sequential(conv, nn.BatchNorm2d(t.channels), nn.ReLU())
 
 
-def _check_index(i: int, taps: Sequence[TapInfo], who: str) -> int:
-    n = len(taps)
-    if not -n <= i < n:
-        names = [t.name for t in taps]
-        raise ValueError(f"FitNetLoss: {who} index {i} out of range for {n} tapped maps {names}")
-    return i % n
+def _one_tap(taps: Sequence[TapInfo], index: int, name: str) -> int:
+    """The non-negative index of one tap (FitNet guides one layer by one hint)."""
+    if not isinstance(index, int):
+        raise TypeError(f"FitNetLoss: {name} is one tap index, got {index!r}")
+    return select_taps(len(taps), index, "FitNetLoss", name)[0]
 
 
 class FitNetLoss(DistillLoss):
@@ -100,8 +99,8 @@ class FitNetLoss(DistillLoss):
         student_taps: probed student maps (filled in by :class:`kdscene.module.DistillationModule`).
         teacher_taps: probed teacher maps.
         weight: β (100 in RepDistiller's and SemCKD's scripts).
-        student_index: index of the guided tap (1: layer2 of kdscene's ResNet presets).
-        teacher_index: index of the hint tap; ``None`` = ``student_index``.
+        select: index of the guided student tap (1: layer2 of kdscene's ResNet presets; negative allowed).
+        teacher_select: index of the hint tap; ``None`` = ``select``.
         mode: ``"code"`` (default, RepDistiller) or ``"paper"`` (Eq. 3), see the module docstring.
     """
 
@@ -110,20 +109,16 @@ class FitNetLoss(DistillLoss):
         student_taps: Sequence[TapInfo],
         teacher_taps: Sequence[TapInfo],
         weight: float = 100.0,
-        student_index: int = 1,
-        teacher_index: int | None = None,
+        select: int = 1,
+        teacher_select: int | None = None,
         mode: FitNetMode = "code",
     ) -> None:
         super().__init__(weight)
-        if mode not in ("code", "paper"):
-            raise ValueError(f"mode must be 'code' or 'paper', got {mode!r}")
-        self.mode = mode
-        self.student_index = _check_index(student_index, student_taps, "student")
-        self.teacher_index = _check_index(
-            student_index if teacher_index is None else teacher_index, teacher_taps, "teacher"
-        )
-        self.guided = student_taps[self.student_index]
-        self.hint = teacher_taps[self.teacher_index]
+        self.mode = check_choice("FitNetLoss", "mode", mode, FitNetMode)
+        self.select = _one_tap(student_taps, select, "select")
+        self.teacher_select = _one_tap(teacher_taps, *teacher_choice(select, teacher_select))
+        self.guided = student_taps[self.select]
+        self.hint = teacher_taps[self.teacher_select]
         self.regressor = hint_regressor(self.guided, self.hint, mode)
 
     def extra_repr(self) -> str:
@@ -131,18 +126,10 @@ class FitNetLoss(DistillLoss):
             f"weight={self.weight}, guided={self.guided.name!r}, hint={self.hint.name!r}, mode={self.mode!r}"
         )
 
-    def _check(self, x: Tensor, tap: TapInfo, who: str) -> None:
-        if x.dim() != 4 or x.shape[1] != tap.channels or tuple(x.shape[-2:]) != tuple(tap.size):
-            raise ValueError(
-                f"FitNetLoss: the {who} map {tap.name!r} was probed as (B, {tap.channels}, {tap.size[0]}, "
-                f"{tap.size[1]}) but is {tuple(x.shape)}; the regressor is built for one input size"
-            )
-
     def forward(self, student: Features, teacher: Features | None, labels: Tensor) -> dict[str, Tensor]:
-        assert teacher is not None, "FitNetLoss needs the teacher's features"
-        s, t = student.maps[self.student_index], teacher.maps[self.teacher_index]
-        self._check(s, self.guided, "student")
-        self._check(t, self.hint, "teacher")
+        s, t = student.maps[self.select], teacher.maps[self.teacher_select]
+        check_probed(s, self.guided, "FitNetLoss", "student")  # the regressor is built for one size
+        check_probed(t, self.hint, "FitNetLoss", "teacher")
         pred, target = upcast(self.regressor(s)), upcast(t)
         if pred.shape != target.shape:  # a non-square map whose two sides need different regressors
             raise ValueError(

@@ -13,20 +13,22 @@ which some codebases use by mistake; it is 1/num_classes smaller.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from kdscene.features import Features
-from kdscene.losses.base import DistillLoss, upcast
+from kdscene.losses.base import DistillLoss, check_choice, require_logits, upcast
+
+Reduction = Literal["batchmean", "mean"]
 
 
 def kd_divergence(
     student_logits: Tensor,
     teacher_logits: Tensor,
     temperature: float,
-    reduction: Literal["batchmean", "mean"] = "batchmean",
+    reduction: Reduction = "batchmean",
 ) -> Tensor:
     """T²-scaled KL(p_t ‖ p_s) between temperature-softened distributions."""
     log_p_s = F.log_softmax(upcast(student_logits) / temperature, dim=1)
@@ -44,21 +46,18 @@ class KDLoss(DistillLoss):
         reduction: ``"batchmean"`` (default, the authors' codes) or ``"mean"`` (see module doc).
     """
 
+    functional: ClassVar[str] = "kd_divergence"
+
     def __init__(
-        self,
-        weight: float = 1.0,
-        temperature: float = 4.0,
-        reduction: Literal["batchmean", "mean"] = "batchmean",
+        self, weight: float = 1.0, temperature: float = 4.0, reduction: Reduction = "batchmean"
     ) -> None:
         super().__init__(weight)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        if reduction not in ("batchmean", "mean"):
-            raise ValueError(f"reduction must be 'batchmean' or 'mean', got {reduction!r}")
         self.temperature = temperature
-        self.reduction = reduction
+        self.reduction = check_choice("KDLoss", "reduction", reduction, Reduction)
 
     def forward(self, student: Features, teacher: Features | None, labels: Tensor) -> dict[str, Tensor]:
-        assert teacher is not None, "KDLoss needs the teacher's logits"
-        loss = kd_divergence(student.logits, teacher.logits, self.temperature, self.reduction)
+        s, t = require_logits(student, "KDLoss", "student"), require_logits(teacher, "KDLoss", "teacher")
+        loss = kd_divergence(s, t, self.temperature, self.reduction)
         return {"kd": self.weight * loss}

@@ -30,13 +30,13 @@ the scale of one sample's KL). ε is used in both modes (``eps``; 0 gives the fo
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from kdscene.features import Features
-from kdscene.losses.base import DistillLoss, upcast
+from kdscene.losses.base import DistillLoss, check_choice, require_pooled, upcast
 
 PKTMode = Literal["code", "paper"]
 
@@ -77,27 +77,21 @@ class PKTLoss(DistillLoss):
         mode: ``"code"`` (default, authors' code) or ``"paper"`` (module docstring).
     """
 
+    functional: ClassVar[str] = "pkt_divergence"
+
     def __init__(self, weight: float = 30000.0, eps: float = 1e-7, mode: PKTMode = "code") -> None:
         super().__init__(weight)
-        if mode not in ("code", "paper"):
-            raise ValueError(f"mode must be 'code' or 'paper', got {mode!r}")
+        self.mode = check_choice("PKTLoss", "mode", mode, PKTMode)
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
         self.eps = eps
-        self.mode = mode
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}, eps={self.eps}, mode={self.mode!r}"
 
     def forward(self, student: Features, teacher: Features | None, labels: Tensor) -> dict[str, Tensor]:
-        assert teacher is not None, "PKTLoss needs the teacher's features"
-        for who, feats in (("student", student), ("teacher", teacher)):
-            if feats.pooled is None:
-                raise ValueError(
-                    f"PKTLoss needs the {who}'s penultimate vector (Features.pooled), which is None: tap "
-                    "the classifier head (BackboneSpec.head / FeatureTap(head=...), set by every preset)"
-                )
-        s, t = student.pooled.flatten(1), teacher.pooled.flatten(1)
+        s = require_pooled(student, "PKTLoss", "student").flatten(1)
+        t = require_pooled(teacher, "PKTLoss", "teacher").flatten(1)
         if s.shape[0] != t.shape[0]:
             raise ValueError(f"PKTLoss: batch sizes differ, student {s.shape[0]} vs teacher {t.shape[0]}")
         return {"pkt": self.weight * pkt_divergence(s, t, self.eps, self.mode)}

@@ -44,19 +44,23 @@ and can be set with ``student_pooled_channels`` / ``teacher_pooled_channels``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdscene.features import Features, TapInfo
-from kdscene.losses.base import DistillLoss, check_same_count, upcast
+from kdscene.losses.base import DistillLoss, check_choice, check_probed, check_same_count, upcast
 
 PooledMode = Literal["loss", "residual", "off"]
 HCL_GRIDS = (4, 2, 1)
+
+
+LevelBlock = Callable[[Tensor, Tensor | None], tuple[Tensor | None, Tensor]]
+Distance = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -64,18 +68,20 @@ class ReviewLevel:
     """One level of a review pyramid (deepest first).
 
     Args:
-        student_channels: channels of the student map entering the level.
-        teacher_channels: channels of the target (the level's output width).
-        student_size: (H, W) of the student map.
-        teacher_size: (H, W) of the target.
+        student: the student map entering the level (channels, H×W as probed).
+        teacher: the target map (its channels are the level's output width).
         supervised: whether the level has an output compared with the teacher.
     """
 
-    student_channels: int
-    teacher_channels: int
-    student_size: tuple[int, int]
-    teacher_size: tuple[int, int]
+    student: TapInfo
+    teacher: TapInfo
     supervised: bool = True
+
+
+def _pooled_tap(taps: Sequence[TapInfo], channels: int | None) -> TapInfo:
+    """The pooled vector as a 1×1 tap; its channels default to the deepest tap's."""
+    deepest = taps[-1]
+    return TapInfo("pooled", channels or deepest.channels, deepest.stride * deepest.size[0], (1, 1))
 
 
 def review_levels(
@@ -84,23 +90,20 @@ def review_levels(
     pooled: PooledMode = "loss",
     student_pooled_channels: int | None = None,
     teacher_pooled_channels: int | None = None,
+    owner: str = "review_levels",
 ) -> list[ReviewLevel]:
     """The levels, deepest first: the pooled 1×1 level (unless ``pooled="off"``), then the taps reversed."""
-    if pooled not in ("loss", "residual", "off"):
-        raise ValueError(f"pooled must be 'loss', 'residual' or 'off', got {pooled!r}")
+    check_choice(owner, "pooled", pooled, PooledMode)
     if not student_taps or len(student_taps) != len(teacher_taps):
         raise ValueError(
-            f"the student taps {[t.name for t in student_taps]} and the teacher taps "
+            f"{owner}: the student taps {[t.name for t in student_taps]} and the teacher taps "
             f"{[t.name for t in teacher_taps]} must pair up one to one (and not be empty)"
         )
-    levels = [
-        ReviewLevel(s.channels, t.channels, tuple(s.size), tuple(t.size))
-        for s, t in zip(reversed(student_taps), reversed(teacher_taps))
-    ]
+    levels = [ReviewLevel(s, t) for s, t in zip(reversed(student_taps), reversed(teacher_taps))]
     if pooled != "off":
-        s_ch = student_pooled_channels or student_taps[-1].channels
-        t_ch = teacher_pooled_channels or teacher_taps[-1].channels
-        levels.insert(0, ReviewLevel(s_ch, t_ch, (1, 1), (1, 1), supervised=pooled == "loss"))
+        s_tap = _pooled_tap(student_taps, student_pooled_channels)
+        t_tap = _pooled_tap(teacher_taps, teacher_pooled_channels)
+        levels.insert(0, ReviewLevel(s_tap, t_tap, supervised=pooled == "loss"))
     return levels
 
 
@@ -119,13 +122,53 @@ def review_inputs(feats: Features, pooled: PooledMode) -> list[Tensor]:
     return maps
 
 
-def check_level_input(x: Tensor, channels: int, size: tuple[int, int], what: str) -> None:
-    """Raise a clear error when a map does not have the shape probed at construction."""
-    if x.dim() != 4 or x.shape[1] != channels or tuple(x.shape[-2:]) != tuple(size):
-        raise ValueError(
-            f"{what}: expected a (B, {channels}, {size[0]}, {size[1]}) map as probed at construction, got "
-            f"{tuple(x.shape)}; the loss is built for one input size and these channel counts"
-        )
+def review_fuse(
+    levels: Sequence[ReviewLevel], blocks: Iterable[LevelBlock], inputs: Sequence[Tensor], owner: str
+) -> list[Tensor | None]:
+    """Walk the pyramid deepest first: each level's block fuses its map with the deeper level's residual.
+
+    Args:
+        levels: the levels (:func:`review_levels`).
+        blocks: one per level, called ``block(x, residual) -> (output or None, next residual)``
+            (:class:`ABF`, :class:`~kdscene.losses.fam.FAMFusion`).
+        inputs: the student's maps entering the levels (:func:`review_inputs`).
+        owner: the loss, named in shape errors.
+
+    Returns:
+        Every level's output, deepest first (``None`` for an unsupervised level).
+    """
+    outputs: list[Tensor | None] = []
+    residual = None
+    for i, (x, level, block) in enumerate(zip(inputs, levels, blocks)):
+        check_probed(x, level.student, owner, f"student level {i}")
+        out, residual = block(x, residual)
+        outputs.append(out)
+    return outputs
+
+
+def level_losses(
+    outputs: Sequence[Tensor | None],
+    teacher_inputs: Sequence[Tensor],
+    levels: Sequence[ReviewLevel],
+    distance: Distance,
+    owner: str,
+) -> Tensor:
+    """Σ over the supervised levels of ``distance(output, teacher map)``, both in float32 or better.
+
+    Args:
+        outputs: :func:`review_fuse`'s outputs.
+        teacher_inputs: the teacher's maps of the levels (:func:`review_inputs`).
+        levels: the levels.
+        distance: the per-level loss (:func:`hcl_loss`, ``F.mse_loss``).
+        owner: the loss, named in shape errors.
+    """
+    terms = []
+    for i, (out, t, level) in enumerate(zip(outputs, teacher_inputs, levels)):
+        if out is None:
+            continue
+        check_probed(t, level.teacher, owner, f"teacher level {i}")
+        terms.append(distance(upcast(out), upcast(t)))
+    return torch.stack(terms).sum()
 
 
 def _conv_bn(cin: int, cout: int, kernel: int) -> nn.Sequential:
@@ -143,10 +186,20 @@ class ABF(nn.Module):
         out_channels: output channels (the teacher's); ``None`` builds no output (a level that only
             passes its residual on, so that no parameter is left without a gradient under DDP).
         fuse: whether a deeper level's residual is fused in (every level but the deepest).
+        out_size: (H, W) the fused map is resized to before the output convolution when ``forward``
+            is given none (the teacher's size of the level); ``None`` keeps the input's size.
     """
 
-    def __init__(self, in_channels: int, mid_channels: int, out_channels: int | None, fuse: bool) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        mid_channels: int,
+        out_channels: int | None,
+        fuse: bool,
+        out_size: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
+        self.out_size = None if out_size is None else tuple(out_size)
         self.conv1 = _conv_bn(in_channels, mid_channels, 1)
         self.conv2 = _conv_bn(mid_channels, out_channels, 3) if out_channels else None
         self.att_conv = nn.Conv2d(2 * mid_channels, 2, 1) if fuse else None
@@ -155,6 +208,7 @@ class ABF(nn.Module):
         self, x: Tensor, residual: Tensor | None = None, out_size: Sequence[int] | None = None
     ) -> tuple[Tensor | None, Tensor]:
         """Return ``(output, fused)``; ``fused`` is the next level's residual."""
+        out_size = self.out_size if out_size is None else out_size
         x = self.conv1(x)
         if self.att_conv is not None:
             if residual is None:
@@ -193,6 +247,8 @@ class ReviewKDLoss(DistillLoss):
         teacher_pooled_channels: same for the teacher.
     """
 
+    functional: ClassVar[str] = "hcl_loss"
+
     def __init__(
         self,
         student_taps: Sequence[TapInfo],
@@ -206,33 +262,27 @@ class ReviewKDLoss(DistillLoss):
         super().__init__(weight)
         self.pooled = pooled
         self.levels = review_levels(
-            student_taps, teacher_taps, pooled, student_pooled_channels, teacher_pooled_channels
+            student_taps,
+            teacher_taps,
+            pooled,
+            student_pooled_channels,
+            teacher_pooled_channels,
+            "ReviewKDLoss",
         )
-        mid = mid_channels or min(512, self.levels[0].student_channels)
-        self.abfs = nn.ModuleList(
-            ABF(lv.student_channels, mid, lv.teacher_channels if lv.supervised else None, fuse=i > 0)
-            for i, lv in enumerate(self.levels)
-        )
+        mid = mid_channels or min(512, self.levels[0].student.channels)
+        self.abfs = nn.ModuleList(self._abf(lv, mid, fuse=i > 0) for i, lv in enumerate(self.levels))
+
+    @staticmethod
+    def _abf(level: ReviewLevel, mid: int, fuse: bool) -> ABF:
+        out_channels = level.teacher.channels if level.supervised else None
+        return ABF(level.student.channels, mid, out_channels, fuse, out_size=level.teacher.size)
 
     def fuse(self, student: Features) -> list[Tensor | None]:
         """The ABF output of every level, deepest first (``None`` for an unsupervised level)."""
-        outputs: list[Tensor | None] = []
-        residual = None
-        for i, (x, lv, abf) in enumerate(zip(review_inputs(student, self.pooled), self.levels, self.abfs)):
-            check_level_input(x, lv.student_channels, lv.student_size, f"ReviewKDLoss student level {i}")
-            out, residual = abf(x, residual, lv.teacher_size)
-            outputs.append(out)
-        return outputs
+        return review_fuse(self.levels, self.abfs, review_inputs(student, self.pooled), "ReviewKDLoss")
 
     def forward(self, student: Features, teacher: Features | None, labels: Tensor) -> dict[str, Tensor]:
-        assert teacher is not None, "ReviewKDLoss needs the teacher's features"
         check_same_count(student, teacher, "ReviewKDLoss")
-        terms = []
-        for i, (out, t, lv) in enumerate(
-            zip(self.fuse(student), review_inputs(teacher, self.pooled), self.levels)
-        ):
-            if out is None:
-                continue
-            check_level_input(t, lv.teacher_channels, lv.teacher_size, f"ReviewKDLoss teacher level {i}")
-            terms.append(hcl_loss(out, t))
-        return {"review": self.weight * torch.stack(terms).sum()}
+        teacher_inputs = review_inputs(teacher, self.pooled)
+        total = level_losses(self.fuse(student), teacher_inputs, self.levels, hcl_loss, "ReviewKDLoss")
+        return {"review": self.weight * total}

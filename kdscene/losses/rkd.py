@@ -37,14 +37,14 @@ samples give 0 in paper mode.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from kdscene.features import Features
-from kdscene.losses.base import DistillLoss, upcast
+from kdscene.losses.base import DistillLoss, check_choice, require_pooled, upcast
 
 RKDMode = Literal["code", "paper"]
 
@@ -115,6 +115,8 @@ class RKDLoss(DistillLoss):
         mode: ``"code"`` (default) or ``"paper"`` (module docstring).
     """
 
+    functional: ClassVar[str] = "rkd_distance / rkd_angle"
+
     def __init__(
         self,
         weight: float = 1.0,
@@ -124,14 +126,12 @@ class RKDLoss(DistillLoss):
         mode: RKDMode = "code",
     ) -> None:
         super().__init__(weight)
-        if mode not in ("code", "paper"):
-            raise ValueError(f"mode must be 'code' or 'paper', got {mode!r}")
+        self.mode = check_choice("RKDLoss", "mode", mode, RKDMode)
         if eps <= 0:
             raise ValueError(f"eps must be > 0 (it keeps the square root differentiable), got {eps}")
         self.distance_weight = distance_weight
         self.angle_weight = angle_weight
         self.eps = eps
-        self.mode = mode
 
     def extra_repr(self) -> str:
         return (
@@ -140,14 +140,8 @@ class RKDLoss(DistillLoss):
         )
 
     def forward(self, student: Features, teacher: Features | None, labels: Tensor) -> dict[str, Tensor]:
-        assert teacher is not None, "RKDLoss needs the teacher's features"
-        for who, feats in (("student", student), ("teacher", teacher)):
-            if feats.pooled is None:
-                raise ValueError(
-                    f"RKDLoss needs the {who}'s penultimate vector (Features.pooled), which is None: tap "
-                    "the classifier head (BackboneSpec.head / FeatureTap(head=...), set by every preset)"
-                )
-        s, t = student.pooled.flatten(1), teacher.pooled.flatten(1)
+        s = require_pooled(student, "RKDLoss", "student").flatten(1)
+        t = require_pooled(teacher, "RKDLoss", "teacher").flatten(1)
         if s.shape[0] != t.shape[0]:
             raise ValueError(f"RKDLoss: batch sizes differ, student {s.shape[0]} vs teacher {t.shape[0]}")
         loss = self.distance_weight * rkd_distance(s, t, self.eps, self.mode)

@@ -17,8 +17,9 @@ per-sample attention decides how much each pair counts. For a batch of B samples
 3. Attention over the teacher layers: α_b^{ij} = softmax_j( q_b^i · k_b^j ) (no temperature).
 4. Projection of each student layer to each teacher layer, P_ij: 1×1 conv (C_s → M) → BN → ReLU →
    3×3 conv (M → M) → BN → ReLU → 1×1 conv (M → C_t), no biases, M = 2·C_t (option ``mid_channels``).
-   Sizes: if s_i is larger than t_j it is adaptive-average-pooled to t_j's size before P_ij; otherwise
-   t_j is pooled to s_i's size (a no-op when equal). The code pools to a square (H, H); kdscene to (H, W).
+   Sizes: if s_i is larger than t_j (compared on the height) it is adaptive-average-pooled to t_j's size
+   before P_ij; otherwise t_j is pooled to s_i's size (a no-op when equal). The code pools to a square
+   (H, H); kdscene to (H, W).
 5. Loss, with MSE the mean over C, H, W of one sample::
 
        L_SemCKD = 1/(B · n_s) Σ_b Σ_i Σ_j α_b^{ij} · MSE( P_ij(s_i)_b, t_j,b )
@@ -36,10 +37,12 @@ a zero term here (tied to the loss's parameters so that DDP sees them used); the
 other terms. The same holds in validation, where an ``eval_batch_size`` other than ``batch_size`` zeroes
 ``val/loss_semckd``.
 
-Layers (``student_scales``, ``teacher_scales``): the authors and the DCT repository distil
-``feat[1:-1]``; for the DCT repository's (layer1..layer4, pooled) that is layer2..layer4, i.e. indices
-[1, 2, 3] of kdscene's four stage taps (the configs' setting). ``None`` (default) uses all taps. Student
-and teacher may use different numbers of layers.
+Layers (``select`` for the student, ``teacher_select`` for the teacher): the authors and the DCT
+repository distil ``feat[1:-1]``; for the DCT repository's (layer1..layer4, pooled) that is layer2..layer4,
+i.e. indices [1, 2, 3] of kdscene's four stage taps (the configs write ``select: [-3, -2, -1]``, the same
+taps, and leave ``teacher_select`` null). ``select=None`` (default) uses all student taps;
+``teacher_select=None`` (default) uses the same indices as ``select`` (all teacher taps when ``select`` is
+``None``). Student and teacher may use different numbers of layers.
 
 Size. The n_s·n_t projections are large when the teacher is wide: M = 2·C_t makes P_ij's 3×3 conv
 (2·C_t)²·9 weights, about 151 M for a ResNet-50 layer4 target (C_t = 2048), once per student layer. The
@@ -55,8 +58,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdscene.features import Features, TapInfo
-from kdscene.losses.base import DistillLoss, upcast
-from kdscene.losses.vid import select_scales
+from kdscene.losses.base import (
+    DistillLoss,
+    check_probed,
+    pool_to_smaller,
+    select_taps,
+    teacher_choice,
+    upcast,
+)
 
 
 class SimilarityEmbed(nn.Module):
@@ -95,13 +104,6 @@ def batch_similarity(fmap: Tensor) -> Tensor:
     return flat @ flat.T
 
 
-def pair_maps(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    """Pool the student map to the teacher's size if it is larger, else the teacher map to the student's."""
-    if s.shape[-2] > t.shape[-2]:
-        return F.adaptive_avg_pool2d(s, t.shape[-2:]), t
-    return s, F.adaptive_avg_pool2d(t, s.shape[-2:])
-
-
 class SemCKDLoss(DistillLoss):
     """SemCKD over all (student layer, teacher layer) pairs; returns ``{"semckd": weight · L_SemCKD}``.
 
@@ -110,8 +112,8 @@ class SemCKDLoss(DistillLoss):
         teacher_taps: probed teacher maps.
         batch_size: the batch size the query/key MLPs are built for (module docstring).
         weight: β (400 in the authors' and the DCT paper's configs).
-        student_scales: indices of the student taps used; ``None`` = all.
-        teacher_scales: indices of the teacher taps used; ``None`` = all.
+        select: indices of the student taps used (negative allowed); ``None`` = all.
+        teacher_select: indices of the teacher taps used; ``None`` = the same as ``select``.
         factor: d = batch_size // factor (4).
         mid_channels: width M of every projection; ``None`` = 2 × the target's channels (authors').
     """
@@ -122,8 +124,8 @@ class SemCKDLoss(DistillLoss):
         teacher_taps: Sequence[TapInfo],
         batch_size: int,
         weight: float = 400.0,
-        student_scales: Sequence[int] | None = None,
-        teacher_scales: Sequence[int] | None = None,
+        select: Sequence[int] | None = None,
+        teacher_select: Sequence[int] | None = None,
         factor: int = 4,
         mid_channels: int | None = None,
     ) -> None:
@@ -131,22 +133,26 @@ class SemCKDLoss(DistillLoss):
         if batch_size // factor < 1:
             raise ValueError(f"SemCKDLoss: batch_size // factor must be >= 1, got {batch_size} // {factor}")
         self.batch_size = int(batch_size)
-        self.student_scales = select_scales(len(student_taps), student_scales, "SemCKDLoss (student)")
-        self.teacher_scales = select_scales(len(teacher_taps), teacher_scales, "SemCKDLoss (teacher)")
-        self.student_channels = [student_taps[i].channels for i in self.student_scales]
-        self.teacher_channels = [teacher_taps[j].channels for j in self.teacher_scales]
+        self.select = select_taps(len(student_taps), select, "SemCKDLoss")
+        chosen, name = teacher_choice(select, teacher_select)
+        self.teacher_select = select_taps(len(teacher_taps), chosen, "SemCKDLoss", name)
+        self.student_taps = [student_taps[i] for i in self.select]
+        self.teacher_taps = [teacher_taps[j] for j in self.teacher_select]
         dim = batch_size // factor
-        self.queries = nn.ModuleList(SimilarityEmbed(batch_size, dim) for _ in self.student_scales)
-        self.keys = nn.ModuleList(SimilarityEmbed(batch_size, dim) for _ in self.teacher_scales)
+        self.queries = nn.ModuleList(SimilarityEmbed(batch_size, dim) for _ in self.select)
+        self.keys = nn.ModuleList(SimilarityEmbed(batch_size, dim) for _ in self.teacher_select)
         self.projectors = nn.ModuleList(
-            nn.ModuleList(semckd_projector(cs, ct, mid_channels or 2 * ct) for ct in self.teacher_channels)
-            for cs in self.student_channels
+            nn.ModuleList(
+                semckd_projector(s.channels, t.channels, mid_channels or 2 * t.channels)
+                for t in self.teacher_taps
+            )
+            for s in self.student_taps
         )
 
     def extra_repr(self) -> str:
         return (
-            f"weight={self.weight}, batch_size={self.batch_size}, student_scales={self.student_scales}, "
-            f"teacher_scales={self.teacher_scales}"
+            f"weight={self.weight}, batch_size={self.batch_size}, select={self.select}, "
+            f"teacher_select={self.teacher_select}"
         )
 
     def attention(self, s_maps: Sequence[Tensor], t_maps: Sequence[Tensor]) -> Tensor:
@@ -161,23 +167,22 @@ class SemCKDLoss(DistillLoss):
         for s, projs in zip(s_maps, self.projectors):
             row = []
             for t, proj in zip(t_maps, projs):
-                s_in, target = pair_maps(s, t)
+                s_in, target = pool_to_smaller(s, t)
                 diff = upcast(proj(s_in)) - upcast(target)
                 row.append(diff.pow(2).flatten(1).mean(dim=1))
             rows.append(torch.stack(row, dim=1))
         return torch.stack(rows, dim=1)
 
-    def _maps(self, feats: Features, scales: tuple[int, ...], channels: list[int], who: str) -> list[Tensor]:
-        maps = [feats.maps[i] for i in scales]
-        got = [m.shape[1] for m in maps]
-        if got != channels:
-            raise ValueError(f"SemCKDLoss: {who} maps {scales} have {got} channels, probed {channels}")
+    @staticmethod
+    def _maps(feats: Features, select: tuple[int, ...], taps: list[TapInfo], who: str) -> list[Tensor]:
+        maps = [feats.maps[i] for i in select]
+        for m, tap in zip(maps, taps):
+            check_probed(m, tap, "SemCKDLoss", who, size=False)  # the projections work at any size
         return maps
 
     def forward(self, student: Features, teacher: Features | None, labels: Tensor) -> dict[str, Tensor]:
-        assert teacher is not None, "SemCKDLoss needs the teacher's features"
-        s_maps = self._maps(student, self.student_scales, self.student_channels, "student")
-        t_maps = self._maps(teacher, self.teacher_scales, self.teacher_channels, "teacher")
+        s_maps = self._maps(student, self.select, self.student_taps, "student")
+        t_maps = self._maps(teacher, self.teacher_select, self.teacher_taps, "teacher")
         if s_maps[0].shape[0] != self.batch_size:
             # the authors skip such a batch; keep every parameter in the graph for DDP
             return {"semckd": sum(p.sum() for p in self.parameters()) * 0.0}

@@ -17,19 +17,20 @@ and the total loss is CE + γ · L_SP. Paper and code agree on the formula; diff
 - ``F.normalize`` divides by max(‖row‖₂, 1e-12) (a zero row stays 0 instead of 0/0);
 - RepDistiller uses one pair, the last convolutional stage (its ``feat[-2]``; ``feat[-1]`` is the
   pooled vector), with γ = 3000 on CIFAR-100 (``-b 3000``, the paper's CIFAR-10 γ as well). Here
-  ``scales`` picks tap indices into ``Features.maps``: default ``(-1,)``, the last tapped map; ``None``
+  ``select`` picks tap indices into ``Features.maps``: default ``(-1,)``, the last tapped map; ``None``
   sums over every tapped pair (the paper's set I of several layers).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from kdscene.features import Features
-from kdscene.losses.base import DistillLoss, check_same_count, upcast
+from kdscene.losses.base import DistillLoss, as_select, check_same_count, select_taps, upcast
 
 
 def similarity_matrix(x: Tensor) -> Tensor:
@@ -50,34 +51,25 @@ class SPLoss(DistillLoss):
 
     Args:
         weight: γ (3000, RepDistiller's CIFAR-100 script and the paper's CIFAR-10 setting).
-        scales: indices into ``Features.maps`` of the pairs to match (default ``(-1,)``: the last tap,
+        select: indices into ``Features.maps`` of the pairs to match (default ``(-1,)``: the last tap,
             as RepDistiller); ``None`` uses every tapped pair.
     """
 
-    def __init__(self, weight: float = 3000.0, scales: Sequence[int] | None = (-1,)) -> None:
+    functional: ClassVar[str] = "similarity_matrix"
+
+    def __init__(self, weight: float = 3000.0, select: Sequence[int] | None = (-1,)) -> None:
         super().__init__(weight)
-        if scales is not None and len(scales) == 0:
-            raise ValueError("scales must name at least one tap index, or be None for every tap")
-        self.scales = None if scales is None else [int(i) for i in scales]
+        self.select = as_select(select, "SPLoss")
 
     def extra_repr(self) -> str:
-        return f"weight={self.weight}, scales={self.scales}"
-
-    def _indices(self, count: int) -> list[int]:
-        if self.scales is None:
-            return list(range(count))
-        bad = [i for i in self.scales if not -count <= i < count]
-        if bad:
-            raise ValueError(f"SPLoss: scales {bad} out of range for {count} tapped maps")
-        return self.scales
+        return f"weight={self.weight}, select={self.select}"
 
     def forward(self, student: Features, teacher: Features | None, labels: Tensor) -> dict[str, Tensor]:
-        assert teacher is not None, "SPLoss needs the teacher's features"
         check_same_count(student, teacher, "SPLoss")
         if not student.maps:
             raise ValueError("SPLoss needs tapped feature maps (Features.maps is empty): set the layers")
         total = None
-        for i in self._indices(len(student.maps)):
+        for i in select_taps(len(student.maps), self.select, "SPLoss"):
             s, t = student.maps[i], teacher.maps[i]
             if s.shape[0] != t.shape[0]:
                 raise ValueError(

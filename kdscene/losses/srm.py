@@ -21,7 +21,8 @@ at a pixel and s(h,w) ∈ R^{D_s} the student's. K = int(c·D) codewords, λ = i
                      :class:`~kdscene.losses.KDLoss` (weight α) + CrossEntropyLoss (weight 1 − α)
 
 Stage 1 is :class:`SRMDictionaryLoss`; stage 2 is :class:`SRMLoss`, which loads the frozen stage-1
-dictionaries from the stage-1 Lightning checkpoint (keys ``distill.<dictionary_key>.coders.<i>.*``)
+dictionaries from the stage-1 Lightning checkpoint (keys ``distill.<dictionary_key>.coders.<i>.*``), or
+takes them in memory (a trained ``SRMDictionaryLoss().coders``, :func:`load_dictionaries`' result; copied),
 and computes the labels on the fly from the frozen teacher. ``conf/distill/srm.yaml`` runs the three
 stages (:mod:`kdscene.cli.stages`).
 
@@ -47,6 +48,7 @@ Differences between the paper, the authors' code and kdscene, and the option tha
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -57,10 +59,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdscene.features import Features, TapInfo
-from kdscene.losses.base import DistillLoss, upcast
+from kdscene.losses.base import DistillLoss, check_choice, upcast
 from kdscene.losses.srm_parts import SparseCoder, SRMPredictor, srm_level_loss, srm_sizes
 
 __all__ = ["SRMDictionaryLoss", "SRMLoss", "load_dictionaries", "pair_levels"]
+
+CEInput = Literal["sigmoid", "logits"]
+Targets = Literal["global-local", "global", "local"]
+Dictionary = str | Path | Sequence[SparseCoder] | None
 
 
 def pair_levels(student_taps: Sequence[TapInfo], teacher_taps: Sequence[TapInfo]) -> None:
@@ -118,7 +124,6 @@ class SRMDictionaryLoss(DistillLoss):
         )
 
     def forward(self, student: Features, teacher: Features | None, labels: Tensor) -> dict[str, Tensor]:
-        assert teacher is not None, "SRMDictionaryLoss needs the teacher's features"
         _check_maps(teacher, len(self.coders), "teacher")
         with _no_autocast(teacher.maps[0]):
             total = sum(
@@ -203,6 +208,32 @@ def _check_dictionaries(
             )
 
 
+def _copied(coders: Sequence[SparseCoder]) -> list[SparseCoder]:
+    """Private copies of in-memory dictionaries, so that stage 2 never changes the caller's."""
+    bad = [type(c).__name__ for c in coders if not isinstance(c, SparseCoder)]
+    if bad:
+        raise TypeError(f"SRMLoss: dictionary holds {bad}; give SparseCoder modules or a checkpoint path")
+    return [copy.deepcopy(c) for c in coders]
+
+
+def _dictionaries(
+    dictionary: Dictionary,
+    key: str,
+    teacher_taps: Sequence[TapInfo],
+    codeword_multiplier: float | None,
+    sparsity_multiplier: float | None,
+) -> list[SparseCoder]:
+    """The teacher's dictionaries from a checkpoint path, from memory, or random (``None``/``""``)."""
+    if dictionary is None or (isinstance(dictionary, str) and not dictionary):
+        return _random_dictionaries(teacher_taps, codeword_multiplier, sparsity_multiplier)
+    if isinstance(dictionary, (str, Path)):
+        coders = load_dictionaries(dictionary, key)
+    else:
+        coders = _copied(dictionary)
+    _check_dictionaries(coders, teacher_taps, codeword_multiplier, sparsity_multiplier)
+    return coders
+
+
 def _random_dictionaries(
     teacher_taps: Sequence[TapInfo], codeword_multiplier: float | None, sparsity_multiplier: float | None
 ) -> list[SparseCoder]:
@@ -210,7 +241,7 @@ def _random_dictionaries(
         "SRMLoss got no stage-1 dictionary (dictionary is empty): the teacher dictionaries are random, "
         "so the labels are meaningless. This is only right for smoke tests (fast_dev_run saves no "
         "checkpoint to hand over).",
-        stacklevel=3,
+        stacklevel=4,
     )
     c = 4.0 if codeword_multiplier is None else codeword_multiplier
     s = 0.02 if sparsity_multiplier is None else sparsity_multiplier
@@ -224,11 +255,15 @@ class SRMLoss(DistillLoss):
     predictors (one per level, with the teacher's K) are trained with the student.
 
     Args:
-        teacher_taps: the teacher's probed taps (filled in by the module).
-        student_taps: the student's probed taps; the i-th pairs with the teacher's i-th, same H×W.
+        student_taps: the student's probed taps (filled in by the module); the i-th pairs with the
+            teacher's i-th, same H×W.
+        teacher_taps: the teacher's probed taps.
         weight: multiplier of every term (all terms have weight 1 in the authors' code).
-        dictionary: path of the stage-1 checkpoint (``${kdscene.stage:dictionary}``). ``None`` or ``""``
-            builds random dictionaries (c, s default to 4, 0.02), with a warning (smoke tests only).
+        dictionary: path of the stage-1 checkpoint (``${kdscene.stage:dictionary}``), or the stage-1
+            dictionaries in memory (one :class:`~kdscene.losses.srm_parts.SparseCoder` per teacher tap,
+            e.g. ``SRMDictionaryLoss(...).coders`` or :func:`load_dictionaries`' result), which are
+            copied: training stage 2 never changes the caller's. ``None`` or ``""`` builds random
+            dictionaries (c, s default to 4, 0.02), with a warning (smoke tests only).
         dictionary_key: config key of the stage-1 :class:`SRMDictionaryLoss` term (``srm_dict``).
         codeword_multiplier: c. ``None`` (default) takes K from the file; a value must agree with it.
         sparsity_multiplier: s. ``None`` (default) takes λ from the file; with c given, it must agree.
@@ -239,33 +274,27 @@ class SRMLoss(DistillLoss):
 
     def __init__(
         self,
-        teacher_taps: Sequence[TapInfo],
         student_taps: Sequence[TapInfo],
+        teacher_taps: Sequence[TapInfo],
         weight: float = 1.0,
-        dictionary: str | None = None,
+        dictionary: Dictionary = None,
         dictionary_key: str = "srm_dict",
         codeword_multiplier: float | None = None,
         sparsity_multiplier: float | None = None,
-        ce_input: Literal["sigmoid", "logits"] = "sigmoid",
-        targets: Literal["global-local", "global", "local"] = "global-local",
+        ce_input: CEInput = "sigmoid",
+        targets: Targets = "global-local",
     ) -> None:
         super().__init__(weight)
-        if ce_input not in ("sigmoid", "logits"):
-            raise ValueError(f"ce_input must be 'sigmoid' or 'logits', got {ce_input!r}")
-        if targets not in ("global-local", "global", "local"):
-            raise ValueError(f"targets must be 'global-local', 'global' or 'local', got {targets!r}")
+        self.ce_input = check_choice("SRMLoss", "ce_input", ce_input, CEInput)
+        self.targets = check_choice("SRMLoss", "targets", targets, Targets)
         pair_levels(student_taps, teacher_taps)
-        if dictionary:
-            coders = load_dictionaries(dictionary, dictionary_key)
-            _check_dictionaries(coders, teacher_taps, codeword_multiplier, sparsity_multiplier)
-        else:
-            coders = _random_dictionaries(teacher_taps, codeword_multiplier, sparsity_multiplier)
+        coders = _dictionaries(
+            dictionary, dictionary_key, teacher_taps, codeword_multiplier, sparsity_multiplier
+        )
         self.teacher_dicts = nn.ModuleList(coders).requires_grad_(False)
         self.predictors = nn.ModuleList(
             SRMPredictor(s.channels, c.num_codewords) for s, c in zip(student_taps, coders)
         )
-        self.ce_input = ce_input
-        self.targets = targets
 
     def level_terms(self, level: int, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """(BCE, CE) of one level from the student map ``s`` and the teacher map ``t``."""
@@ -281,7 +310,6 @@ class SRMLoss(DistillLoss):
         return srm_level_loss(global_pred, local_input, global_label, local_label)
 
     def forward(self, student: Features, teacher: Features | None, labels: Tensor) -> dict[str, Tensor]:
-        assert teacher is not None, "SRMLoss needs the teacher's features"
         _check_maps(student, len(self.predictors), "student")
         _check_maps(teacher, len(self.teacher_dicts), "teacher")
         with _no_autocast(student.maps[0]):

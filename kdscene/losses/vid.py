@@ -24,10 +24,11 @@ Differences between the paper and the authors' code, with the option that select
   expectation over the data; the code averages over batch, channels and positions (``torch.mean``), so
   its loss is 1/(C·H·W) of the paper's. ``"mean"`` (default) is the code, ``"sum"`` the paper (sum over
   C, H, W, mean over the batch), with one λ for all pairs (``weight``).
-- Layers (``scales``). RepDistiller distils ``feat[1:-1]``: every stage output of its networks (index 0
+- Layers (``select``). RepDistiller distils ``feat[1:-1]``: every stage output of its networks (index 0
   is the stem, −1 the pooled vector). The DCT repository's ``features`` are (layer1, ..., layer4,
-  pooled), so its ``features[1:-1]`` is layer2..layer4: ``scales=[1, 2, 3]`` of kdscene's four stage
-  taps (``conf/distill/vid.yaml``). ``None`` (default) uses every tapped pair.
+  pooled), so its ``features[1:-1]`` is layer2..layer4: ``select=[1, 2, 3]`` of kdscene's four stage
+  taps (``conf/distill/vid.yaml`` writes ``[-3, -2, -1]``, the same taps). ``None`` (default) uses every
+  tapped pair.
 - Sizes. When a student and a teacher map differ in size, the larger one is adaptive-average-pooled to the
   smaller one before the regressor (RepDistiller pools to a square (H, H); kdscene pools to (H, W), the
   same for square maps). The regressor's 1×1 convolutions keep the size.
@@ -44,29 +45,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdscene.features import Features, TapInfo
-from kdscene.losses.base import DistillLoss, check_same_count, upcast
+from kdscene.losses.base import (
+    DistillLoss,
+    check_choice,
+    check_probed,
+    check_same_count,
+    pool_to_smaller,
+    select_taps,
+    upcast,
+)
 
 Reduction = Literal["mean", "sum"]
-
-
-def select_scales(n: int, scales: Sequence[int] | None, what: str) -> tuple[int, ...]:
-    """Indices into ``n`` tapped maps (negative allowed; ``None`` = all), validated and made positive."""
-    if scales is None:
-        return tuple(range(n))
-    chosen = tuple(int(i) for i in scales)
-    bad = [i for i in chosen if not -n <= i < n]
-    if not chosen or bad:
-        raise ValueError(f"{what}: scales {list(chosen)} must name at least one of the {n} tapped maps")
-    return tuple(i % n for i in chosen)
-
-
-def match_sizes(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    """Adaptive-average-pool the larger map to the smaller one's (H, W) (compared on the height)."""
-    if s.shape[-2:] == t.shape[-2:]:
-        return s, t
-    if s.shape[-2] > t.shape[-2]:
-        return F.adaptive_avg_pool2d(s, t.shape[-2:]), t
-    return s, F.adaptive_avg_pool2d(t, s.shape[-2:])
 
 
 def inverse_softplus(y: float) -> float:
@@ -107,7 +96,7 @@ class VIDRegressor(nn.Module):
 
     def forward(self, s: Tensor, t: Tensor) -> Tensor:
         """Element-wise −log q(t | s) without the constant, shape of t (after size matching)."""
-        s, t = match_sizes(s, t)
+        s, t = pool_to_smaller(s, t)
         var = self.variance().view(1, -1, 1, 1)
         mu = upcast(self.mean(s))
         return 0.5 * ((mu - upcast(t)) ** 2 / var + torch.log(var))
@@ -120,7 +109,7 @@ class VIDLoss(DistillLoss):
         student_taps: probed student maps (filled in by :class:`kdscene.module.DistillationModule`).
         teacher_taps: probed teacher maps, paired one to one with the student's.
         weight: λ (1 in RepDistiller and the DCT paper's ``config_VID.yaml``; 1.5 on its dev branch).
-        scales: indices of the tapped pairs to distil; ``None`` = all (module docstring).
+        select: indices of the tapped pairs to distil (negative allowed); ``None`` = all (module docstring).
         mid_channels: hidden width of every μ; ``None`` = the pair's teacher channels (authors').
         init_pred_var: initial σ² (5.0).
         eps: variance floor ε (1e-5).
@@ -132,7 +121,7 @@ class VIDLoss(DistillLoss):
         student_taps: Sequence[TapInfo],
         teacher_taps: Sequence[TapInfo],
         weight: float = 1.0,
-        scales: Sequence[int] | None = None,
+        select: Sequence[int] | None = None,
         mid_channels: int | None = None,
         init_pred_var: float = 5.0,
         eps: float = 1e-5,
@@ -144,31 +133,27 @@ class VIDLoss(DistillLoss):
                 f"VIDLoss: the student taps {[t.name for t in student_taps]} and the teacher taps "
                 f"{[t.name for t in teacher_taps]} must pair up one to one"
             )
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-        self.scales = select_scales(len(student_taps), scales, "VIDLoss")
-        self.reduction = reduction
-        self.channels = [(student_taps[i].channels, teacher_taps[i].channels) for i in self.scales]
+        self.reduction = check_choice("VIDLoss", "reduction", reduction, Reduction)
+        self.select = select_taps(len(student_taps), select, "VIDLoss")
+        self.taps = [(student_taps[i], teacher_taps[i]) for i in self.select]
         self.regressors = nn.ModuleList(
-            VIDRegressor(cs, mid_channels or ct, ct, init_pred_var, eps) for cs, ct in self.channels
+            VIDRegressor(s.channels, mid_channels or t.channels, t.channels, init_pred_var, eps)
+            for s, t in self.taps
         )
 
     def extra_repr(self) -> str:
-        return f"weight={self.weight}, scales={self.scales}, reduction={self.reduction!r}"
+        return f"weight={self.weight}, select={self.select}, reduction={self.reduction!r}"
 
     def _reduce(self, nll: Tensor) -> Tensor:
         return nll.mean() if self.reduction == "mean" else nll.sum() / nll.shape[0]
 
     def forward(self, student: Features, teacher: Features | None, labels: Tensor) -> dict[str, Tensor]:
-        assert teacher is not None, "VIDLoss needs the teacher's features"
         check_same_count(student, teacher, "VIDLoss")
         terms = []
-        for i, reg, (cs, ct) in zip(self.scales, self.regressors, self.channels):
+        for i, reg, (s_tap, t_tap) in zip(self.select, self.regressors, self.taps):
             s, t = student.maps[i], teacher.maps[i]
-            if s.shape[1] != cs or t.shape[1] != ct:
-                raise ValueError(
-                    f"VIDLoss pair {i}: built for {cs} student / {ct} teacher channels (probed), got "
-                    f"{s.shape[1]} / {t.shape[1]}"
-                )
+            # the 1×1 regressors work at any size (mismatched sizes are pooled): channels only
+            check_probed(s, s_tap, "VIDLoss", "student", size=False)
+            check_probed(t, t_tap, "VIDLoss", "teacher", size=False)
             terms.append(self._reduce(reg(s, t)))
         return {"vid": self.weight * torch.stack(terms).sum()}

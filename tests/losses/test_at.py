@@ -69,3 +69,13 @@ def test_at_gradient_check(mode):
     t = torch.randn(2, 4, 3, 3, dtype=torch.float64)
     loss = ATLoss(weight=1.0, mode=mode)
     assert torch.autograd.gradcheck(lambda x: loss(_feats(x), _feats(t), None)["at"], (s,))
+
+
+def test_select_picks_pairs_and_accepts_negative_indices():
+    s = [torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.randn(2, 5, 2, 2, dtype=torch.float64)]
+    t = [torch.randn(2, 6, 4, 4, dtype=torch.float64), torch.randn(2, 4, 2, 2, dtype=torch.float64)]
+    only_second = ATLoss()(_feats(s[1]), _feats(t[1]), None)["at"]
+    for select in ([1], [-1]):
+        torch.testing.assert_close(ATLoss(select=select)(_feats(*s), _feats(*t), None)["at"], only_second)
+    with pytest.raises(ValueError, match=r"ATLoss: select \[2\] out of range for 2 tapped maps"):
+        ATLoss(select=[2])(_feats(*s), _feats(*t), None)

@@ -204,15 +204,15 @@ def test_bad_options_and_missing_inputs_raise():
         DCTAttentionLoss()(f, None, torch.tensor([0]))
     with pytest.raises(ValueError, match="labels"):
         DCTAttentionLoss()(f, f, None)
-    with pytest.raises(ValueError, match=r"scales \[2\] out of range"):
-        DCTAttentionLoss(scales=[2], pred_guide=False)(f, f, None)
+    with pytest.raises(ValueError, match=r"select \[2\] out of range"):
+        DCTAttentionLoss(select=[2], pred_guide=False)(f, f, None)
 
 
-def test_scales_select_maps_and_accept_negative_indices():
+def test_select_picks_maps_and_accepts_negative_indices():
     s, t, _, _ = _random_pair()
     only_second = DCTAttentionLoss(pred_guide=False)(_feats(s[1]), _feats(t[1]), None)["dct"]
-    for scales in ([1], [-1]):
-        got = DCTAttentionLoss(pred_guide=False, scales=scales)(_feats(*s), _feats(*t), None)["dct"]
+    for select in ([1], [-1]):
+        got = DCTAttentionLoss(pred_guide=False, select=select)(_feats(*s), _feats(*t), None)["dct"]
         torch.testing.assert_close(got, only_second)
 
 
@@ -268,3 +268,12 @@ def test_frequency_map_is_public_and_normalised():
             assert torch.allclose(d.flatten(1).amax(1), torch.ones(2))
     ref = _ref_freq(f[0].double().numpy(), "final")
     np.testing.assert_allclose(dct_frequency_map(f.double(), "final")[0].numpy(), ref, atol=1e-12)
+
+
+def test_without_teacher_guidance_no_logits_are_needed():
+    s, t, _, _ = _random_pair()
+    with_logits = DCTAttentionLoss(pred_guide=False)(_feats(*s), _feats(*t), None)["dct"]
+    bare_s, bare_t = Features(maps=tuple(s)), Features(maps=tuple(t))
+    torch.testing.assert_close(DCTAttentionLoss(pred_guide=False)(bare_s, bare_t, None)["dct"], with_logits)
+    with pytest.raises(ValueError, match=r"DCTAttentionLoss\(pred_guide=True\) needs the teacher's logits"):
+        DCTAttentionLoss()(bare_s, bare_t, torch.zeros(3, dtype=torch.long))

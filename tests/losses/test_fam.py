@@ -289,7 +289,7 @@ def test_loss_errors_are_clear():
         FAMKDLoss(S_TAPS, T_TAPS, mid_channels=[4, 6])
     loss = FAMKDLoss(S_TAPS, T_TAPS).double()
     wrong = _features([S_TAPS[0], TapInfo("b", 6, 2, (3, 3))])
-    with pytest.raises(ValueError, match=r"student level 1: expected a \(B, 6, 2, 2\) map"):
+    with pytest.raises(ValueError, match=r"student level 1 map 'b' was probed as \(B, 6, 2, 2\)"):
         loss(wrong, _features(T_TAPS), None)
 
 

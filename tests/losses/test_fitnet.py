@@ -67,7 +67,7 @@ def test_code_mode_matches_loop_reference(s_size, t_size):
 
 def test_paper_mode_is_half_the_squared_error_summed_per_sample():
     torch.manual_seed(0)
-    loss = FitNetLoss([_tap(2, 5)], [_tap(3, 3)], weight=1.0, student_index=0, mode="paper").double()
+    loss = FitNetLoss([_tap(2, 5)], [_tap(3, 3)], weight=1.0, select=0, mode="paper").double()
     s, t = torch.randn(2, 2, 5, 5, dtype=torch.float64), torch.randn(2, 3, 3, 3, dtype=torch.float64)
     pred = ref.relu(conv2d(ref.arr(s), loss.regressor[0]))
     want = 0.5 * sum(((pred[b] - ref.arr(t)[b]) ** 2).sum() for b in range(2)) / 2
@@ -75,7 +75,7 @@ def test_paper_mode_is_half_the_squared_error_summed_per_sample():
 
 
 def test_hand_worked_zero_regressor_gives_the_mean_square_of_the_hint():
-    loss = FitNetLoss([_tap(1, 2)], [_tap(1, 2)], weight=2.0, student_index=0).double().eval()
+    loss = FitNetLoss([_tap(1, 2)], [_tap(1, 2)], weight=2.0, select=0).double().eval()
     torch.nn.init.zeros_(loss.regressor[0].weight)
     torch.nn.init.zeros_(loss.regressor[0].bias)  # BN(0) in eval mode = its bias 0 -> ReLU 0
     t = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]], dtype=torch.float64)
@@ -89,17 +89,17 @@ def test_indices_pick_the_taps_and_adapters_follow_their_channels():
     loss = FitNetLoss(s_taps, t_taps)
     assert (loss.guided.name, loss.hint.name) == ("s2", "t2")
     assert loss.regressor[0].in_channels == 16 and loss.regressor[0].out_channels == 128
-    loss = FitNetLoss(s_taps, t_taps, student_index=-1, teacher_index=1)
+    loss = FitNetLoss(s_taps, t_taps, select=-1, teacher_select=1)
     assert (loss.guided.name, loss.hint.name) == ("s3", "t2")
     assert isinstance(loss.regressor[0], torch.nn.ConvTranspose2d)
-    with pytest.raises(ValueError, match="teacher index 5 out of range for 3 tapped maps"):
-        FitNetLoss(s_taps, t_taps, teacher_index=5)
+    with pytest.raises(ValueError, match=r"teacher_select \[5\] out of range for 3 tapped maps"):
+        FitNetLoss(s_taps, t_taps, teacher_select=5)
     with pytest.raises(ValueError, match="mode must be"):
         FitNetLoss(s_taps, t_taps, mode="two_stage")
 
 
 def test_a_map_of_another_shape_than_probed_explains():
-    loss = FitNetLoss([_tap(2, 4, name="g")], [_tap(3, 4, name="h")], student_index=0)
+    loss = FitNetLoss([_tap(2, 4, name="g")], [_tap(3, 4, name="h")], select=0)
     msg = r"student map 'g' was probed as \(B, 2, 4, 4\) but is \(1, 2, 8, 8\)"
     with pytest.raises(ValueError, match=msg):
         loss(_feats(torch.randn(1, 2, 8, 8)), _feats(torch.randn(1, 3, 4, 4)), None)
@@ -107,13 +107,13 @@ def test_a_map_of_another_shape_than_probed_explains():
 
 @pytest.mark.parametrize("mode", ["code", "paper"])
 def test_fitnet_gradient_check(mode):
-    loss = FitNetLoss([_tap(2, 4)], [_tap(3, 2)], student_index=0, mode=mode).double()
+    loss = FitNetLoss([_tap(2, 4)], [_tap(3, 2)], select=0, mode=mode).double()
     t = torch.randn(2, 3, 2, 2, dtype=torch.float64)
     s = torch.randn(2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: loss(_feats(x), _feats(t), None)["hint"], (s,))
 
 
 def test_only_the_regressor_is_owned():
-    loss = FitNetLoss([_tap(2, 4)], [_tap(3, 4)], student_index=0)
+    loss = FitNetLoss([_tap(2, 4)], [_tap(3, 4)], select=0)
     n = sum(p.numel() for p in loss.parameters())
     assert n == 2 * 3 + 3 + 2 * 3  # 1×1 conv weight + bias, BN affine

@@ -138,7 +138,7 @@ def test_review_mid_width_pooled_modes_and_errors():
     with pytest.raises(ValueError, match="pair up one to one"):
         ReviewKDLoss(S_TAPS, T_TAPS[:1])
     loss = ReviewKDLoss(S_TAPS, T_TAPS).double()
-    with pytest.raises(ValueError, match=r"teacher level 2: expected a \(B, 3, 5, 5\) map"):
+    with pytest.raises(ValueError, match=r"teacher level 2 map 'layer1:pre' was probed as \(B, 3, 5, 5\)"):
         loss(_features(S_TAPS), _features([TapInfo("a", 3, 1, (4, 4)), T_TAPS[1]]), None)
 
 

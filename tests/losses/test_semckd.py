@@ -94,11 +94,11 @@ def test_equal_pair_losses_give_that_loss_whatever_the_attention():
     assert out.item() == pytest.approx(2.0 * 1.5**2, rel=1e-12)
 
 
-def test_adapters_follow_the_probed_channels_and_scales():
+def test_adapters_follow_the_probed_channels_and_select():
     s_taps = _taps([(8, 16, 16), (16, 8, 8), (32, 4, 4), (64, 2, 2)])
     t_taps = _taps([(24, 16, 16), (48, 8, 8), (96, 4, 4), (192, 2, 2)])
-    loss = SemCKDLoss(s_taps, t_taps, batch_size=8, student_scales=[-3, -2, -1], teacher_scales=[2, 3])
-    assert loss.student_scales == (1, 2, 3) and loss.teacher_scales == (2, 3)
+    loss = SemCKDLoss(s_taps, t_taps, batch_size=8, select=[-3, -2, -1], teacher_select=[2, 3])
+    assert loss.select == (1, 2, 3) and loss.teacher_select == (2, 3)
     assert len(loss.queries) == 3 and len(loss.keys) == 2
     p = loss.projectors[0][1]  # student layer2 (16 ch) -> teacher layer4 (192 ch), M = 384
     assert (p[0].in_channels, p[0].out_channels, p[6].out_channels) == (16, 384, 192)
@@ -119,11 +119,13 @@ def test_a_batch_of_another_size_gives_a_zero_term_that_still_reaches_every_para
 def test_semckd_bad_configuration_explains():
     with pytest.raises(ValueError, match=r"batch_size // factor must be >= 1, got 3 // 4"):
         SemCKDLoss(_taps(S_SHAPES), _taps(T_SHAPES), batch_size=3)
-    with pytest.raises(ValueError, match=r"\(teacher\): scales \[3\] must name"):
-        SemCKDLoss(_taps(S_SHAPES), _taps(T_SHAPES), batch_size=8, teacher_scales=[3])
+    with pytest.raises(ValueError, match=r"teacher_select \[3\] out of range for 3 tapped maps"):
+        SemCKDLoss(_taps(S_SHAPES), _taps(T_SHAPES), batch_size=8, teacher_select=[3])
     loss = SemCKDLoss(_taps(S_SHAPES), _taps(T_SHAPES), batch_size=4)
     bad = [torch.randn(4, 7, 4, 4), torch.randn(4, 5, 2, 2)]
-    with pytest.raises(ValueError, match=r"student maps \(0, 1\) have \[7, 5\] channels, probed \[3, 5\]"):
+    with pytest.raises(
+        ValueError, match=r"student map 'm0' was probed as \(B, 3, H, W\) but is \(4, 7, 4, 4\)"
+    ):
         loss(_feats(bad), _feats([torch.randn(4, c, h, w) for c, h, w in T_SHAPES]), None)
 
 
@@ -135,3 +137,12 @@ def test_semckd_gradient_check_through_queries_and_projections():
     assert torch.autograd.gradcheck(
         lambda a, b: loss(_feats([a, b]), _feats(t), None)["semckd"], (s0, s1), fast_mode=True
     )
+
+
+def test_teacher_select_defaults_to_the_student_indices():
+    s_taps = _taps([(8, 8, 8), (16, 4, 4), (32, 2, 2), (64, 1, 1)])
+    t_taps = _taps([(24, 8, 8), (48, 4, 4), (96, 2, 2)])
+    assert SemCKDLoss(s_taps, t_taps, batch_size=8, select=[-2, -1]).teacher_select == (1, 2)
+    assert SemCKDLoss(s_taps, t_taps, batch_size=8).teacher_select == (0, 1, 2)  # None: every teacher tap
+    with pytest.raises(ValueError, match=r"select \(teacher_select=None uses it for the teacher too\) \[3\]"):
+        SemCKDLoss(s_taps, t_taps, batch_size=8, select=[3])

@@ -32,10 +32,10 @@ def test_sp_matches_loop_reference_on_the_last_tap_by_default():
     got = SPLoss(weight=7.0)(_feats(s1, s2), _feats(t1, t2), None)["sp"].item()
     want = _ref_sp(s2.flatten(1).tolist(), t2.flatten(1).tolist())
     assert got == pytest.approx(7.0 * want, rel=1e-10)
-    every = SPLoss(weight=1.0, scales=None)(_feats(s1, s2), _feats(t1, t2), None)["sp"].item()
+    every = SPLoss(weight=1.0, select=None)(_feats(s1, s2), _feats(t1, t2), None)["sp"].item()
     want_all = want + _ref_sp(s1.flatten(1).tolist(), t1.flatten(1).tolist())
     assert every == pytest.approx(want_all, rel=1e-10)
-    first = SPLoss(weight=1.0, scales=[0])(_feats(s1, s2), _feats(t1, t2), None)["sp"].item()
+    first = SPLoss(weight=1.0, select=[0])(_feats(s1, s2), _feats(t1, t2), None)["sp"].item()
     assert first == pytest.approx(want_all - want, rel=1e-10)
 
 
@@ -66,10 +66,10 @@ def test_sp_errors():
     a, b = torch.randn(2, 3, 2, 2), torch.randn(2, 3, 2, 2)
     with pytest.raises(ValueError, match="student taps 1 maps .* teacher taps 2"):
         SPLoss()(_feats(a), _feats(a, b), None)
-    with pytest.raises(ValueError, match=r"scales \[2\] out of range for 2 tapped maps"):
-        SPLoss(scales=[2])(_feats(a, b), _feats(a, b), None)
+    with pytest.raises(ValueError, match=r"select \[2\] out of range for 2 tapped maps"):
+        SPLoss(select=[2])(_feats(a, b), _feats(a, b), None)
     with pytest.raises(ValueError, match="at least one tap index"):
-        SPLoss(scales=[])
+        SPLoss(select=[])
     with pytest.raises(ValueError, match="batch sizes differ at tap"):
         SPLoss()(_feats(a), _feats(torch.randn(3, 3, 2, 2)), None)
     empty = Features(logits=torch.zeros(2, 2), maps=())

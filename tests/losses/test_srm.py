@@ -197,8 +197,8 @@ def _stage2(ce_input="sigmoid", targets="global-local", weight=1.0):
     s_taps = taps([3, 5], [(3, 3), (2, 2)], "s")
     with pytest.warns(UserWarning, match="random"):
         loss = SRMLoss(
-            t_taps,
             s_taps,
+            t_taps,
             weight=weight,
             codeword_multiplier=1.5,
             sparsity_multiplier=0.3,
@@ -254,7 +254,7 @@ def test_targets_select_the_terms():
     assert list(both) == ["global", "local"]
     assert list(_stage2(targets="global")(feats(s_maps), feats(t_maps), None)) == ["global"]
     with pytest.raises(ValueError, match="ce_input must be"):
-        SRMLoss(taps([4], [(2, 2)]), taps([3], [(2, 2)]), ce_input="softmax")
+        SRMLoss(taps([3], [(2, 2)]), taps([4], [(2, 2)]), ce_input="softmax")
 
 
 @pytest.mark.parametrize("ce_input", ["sigmoid", "logits"])
@@ -301,9 +301,9 @@ def test_stage2_runs_under_bf16_autocast():
 
 def test_level_pairing_needs_same_count_and_size():
     with pytest.raises(ValueError, match="pairs one student tap with one teacher tap"):
-        SRMLoss(taps([4, 4], [(2, 2), (1, 1)]), taps([3], [(2, 2)]))
+        SRMLoss(taps([3], [(2, 2)]), taps([4, 4], [(2, 2), (1, 1)]))
     with pytest.raises(ValueError, match=r"student map is \(4, 4\) but the teacher's is \(2, 2\)"):
-        SRMLoss(taps([4], [(2, 2)]), taps([3], [(4, 4)]))
+        SRMLoss(taps([3], [(4, 4)]), taps([4], [(2, 2)]))
 
 
 # ---------------------------------------------------------------- stage-1 checkpoint
@@ -314,7 +314,7 @@ def test_dictionaries_load_from_a_stage1_checkpoint(tmp_path):
     stage1 = SRMDictionaryLoss(t_taps, codeword_multiplier=2.0, sparsity_multiplier=0.2)
     path = tmp_path / "last.ckpt"
     save_stage1(path, stage1)
-    loss = SRMLoss(t_taps, taps([5, 6], [(3, 3), (2, 2)]), dictionary=str(path))
+    loss = SRMLoss(taps([5, 6], [(3, 3), (2, 2)]), t_taps, dictionary=str(path))
     for got, want in zip(loss.teacher_dicts, stage1.coders):
         assert torch.equal(got.codewords, want.codewords) and torch.equal(got.intercept, want.intercept)
         assert (got.num_codewords, got.sparsity) == (want.num_codewords, want.sparsity)
@@ -323,14 +323,14 @@ def test_dictionaries_load_from_a_stage1_checkpoint(tmp_path):
     assert len(load_dictionaries(path)) == 2
     # agreeing c, s are accepted; disagreeing ones explained
     student = taps([5, 6], [(3, 3), (2, 2)])
-    SRMLoss(t_taps, student, dictionary=str(path), codeword_multiplier=2.0, sparsity_multiplier=0.2)
-    SRMLoss(t_taps, student, dictionary=str(path), codeword_multiplier=2.0)
+    SRMLoss(student, t_taps, dictionary=str(path), codeword_multiplier=2.0, sparsity_multiplier=0.2)
+    SRMLoss(student, t_taps, dictionary=str(path), codeword_multiplier=2.0)
     with pytest.raises(ValueError, match=r"has \(K, λ\)=\(8, 1\) but c=4.0, s=0.2 give \(16, 3\)"):
-        SRMLoss(t_taps, student, dictionary=str(path), codeword_multiplier=4.0, sparsity_multiplier=0.2)
+        SRMLoss(student, t_taps, dictionary=str(path), codeword_multiplier=4.0, sparsity_multiplier=0.2)
     with pytest.raises(ValueError, match=r"has \(K, λ\)=\(8, 1\) but c=2.0, s=0.5 give \(8, 4\)"):
-        SRMLoss(t_taps, student, dictionary=str(path), codeword_multiplier=2.0, sparsity_multiplier=0.5)
+        SRMLoss(student, t_taps, dictionary=str(path), codeword_multiplier=2.0, sparsity_multiplier=0.5)
     with pytest.raises(ValueError, match=r"but c=3.0, s=None give \(12, 1\)"):
-        SRMLoss(t_taps, student, dictionary=str(path), codeword_multiplier=3.0)
+        SRMLoss(student, t_taps, dictionary=str(path), codeword_multiplier=3.0)
 
 
 def test_missing_dictionary_key_lists_available_keys(tmp_path):
@@ -338,15 +338,47 @@ def test_missing_dictionary_key_lists_available_keys(tmp_path):
     path = tmp_path / "last.ckpt"
     save_stage1(path, SRMDictionaryLoss(t_taps), key="dict")
     with pytest.raises(KeyError, match=r"no keys starting with 'distill.srm_dict.coders.'.*distill\.dict\."):
-        SRMLoss(t_taps, taps([3], [(2, 2)]), dictionary=str(path))
+        SRMLoss(taps([3], [(2, 2)]), t_taps, dictionary=str(path))
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        SRMLoss(t_taps, taps([3], [(2, 2)]), dictionary=str(tmp_path / "nope.ckpt"))
+        SRMLoss(taps([3], [(2, 2)]), t_taps, dictionary=str(tmp_path / "nope.ckpt"))
 
 
 def test_dictionary_that_does_not_fit_the_teacher_is_refused(tmp_path):
     path = tmp_path / "last.ckpt"
     save_stage1(path, SRMDictionaryLoss(taps([4], [(2, 2)])))
     with pytest.raises(ValueError, match="has D=4 but the tap has 8 channels"):
-        SRMLoss(taps([8], [(2, 2)]), taps([3], [(2, 2)]), dictionary=str(path))
+        SRMLoss(taps([3], [(2, 2)]), taps([8], [(2, 2)]), dictionary=str(path))
     with pytest.raises(ValueError, match="has 1 levels but the teacher taps"):
-        SRMLoss(taps([4, 4], [(2, 2)] * 2), taps([3, 3], [(2, 2)] * 2), dictionary=str(path))
+        SRMLoss(taps([3, 3], [(2, 2)] * 2), taps([4, 4], [(2, 2)] * 2), dictionary=str(path))
+
+
+# ---------------------------------------------------------------- dictionaries in memory
+
+
+def test_dictionaries_in_memory_are_copied_and_checked():
+    t_taps, s_taps = taps([4, 8], [(3, 3), (2, 2)]), taps([5, 6], [(3, 3), (2, 2)])
+    stage1 = SRMDictionaryLoss(t_taps, codeword_multiplier=2.0, sparsity_multiplier=0.2)
+    loss = SRMLoss(s_taps, t_taps, dictionary=stage1.coders)
+    for got, want in zip(loss.teacher_dicts, stage1.coders):
+        assert got is not want and torch.equal(got.codewords, want.codewords)
+        assert (got.num_codewords, got.sparsity) == (want.num_codewords, want.sparsity)
+        assert not got.codewords.requires_grad and want.codewords.requires_grad  # the caller's stay trainable
+    with torch.no_grad():
+        loss.teacher_dicts[0].codewords.add_(1.0)
+    assert not torch.equal(loss.teacher_dicts[0].codewords, stage1.coders[0].codewords)
+    with pytest.raises(ValueError, match="has D=4 but the tap has 8 channels"):
+        SRMLoss(s_taps[1:], t_taps[1:], dictionary=stage1.coders[:1])
+    with pytest.raises(TypeError, match=r"dictionary holds \['Linear'\]"):
+        SRMLoss(s_taps[:1], t_taps[:1], dictionary=[torch.nn.Linear(4, 4)])
+
+
+def test_in_memory_and_checkpoint_dictionaries_give_the_same_loss(tmp_path):
+    t_taps, s_taps = taps([4], [(2, 2)]), taps([3], [(2, 2)])
+    stage1 = SRMDictionaryLoss(t_taps, codeword_multiplier=2.0)
+    save_stage1(tmp_path / "last.ckpt", stage1)
+    torch.manual_seed(1)
+    from_file = SRMLoss(s_taps, t_taps, dictionary=tmp_path / "last.ckpt")
+    torch.manual_seed(1)
+    in_memory = SRMLoss(s_taps, t_taps, dictionary=load_dictionaries(tmp_path / "last.ckpt"))
+    s, t = feats([torch.randn(2, 3, 2, 2)]), feats([torch.randn(2, 4, 2, 2)])
+    torch.testing.assert_close(in_memory(s, t, None), from_file(s, t, None))

@@ -35,7 +35,7 @@ def _ref_nll(reg: VIDRegressor, s: np.ndarray, t: np.ndarray) -> np.ndarray:
 def test_vid_matches_numpy_reference_with_mismatched_channels_and_sizes(reduction):
     torch.manual_seed(0)
     s_taps, t_taps = _taps((3, 4, 4), (2, 2, 2), (5, 2, 2)), _taps((4, 2, 2), (6, 4, 4), (3, 2, 2))
-    loss = VIDLoss(s_taps, t_taps, weight=2.0, scales=[0, 1, -1], reduction=reduction).double()
+    loss = VIDLoss(s_taps, t_taps, weight=2.0, select=[0, 1, -1], reduction=reduction).double()
     for reg in loss.regressors:  # move σ² away from its initial value, differently per channel
         reg.log_scale.data = torch.randn_like(reg.log_scale)
     s = [torch.randn(2, c, h, w, dtype=torch.float64) for c, h, w in [(3, 4, 4), (2, 2, 2), (5, 2, 2)]]
@@ -62,13 +62,13 @@ def test_initial_variance_equals_init_pred_var():
     torch.testing.assert_close(reg.variance(), torch.full((5,), 2.5, dtype=torch.float64))
 
 
-def test_scales_select_pairs_and_adapters_follow_the_probed_channels():
+def test_select_picks_pairs_and_adapters_follow_the_probed_channels():
     s_taps, t_taps = (
         _taps((8, 8, 8), (16, 4, 4), (32, 2, 2), (64, 1, 1)),
         _taps((24, 8, 8), (48, 4, 4), (96, 2, 2), (192, 1, 1)),
     )
-    loss = VIDLoss(s_taps, t_taps, scales=[-3, -2, -1])
-    assert loss.scales == (1, 2, 3) and len(loss.regressors) == 3
+    loss = VIDLoss(s_taps, t_taps, select=[-3, -2, -1])
+    assert loss.select == (1, 2, 3) and len(loss.regressors) == 3
     first = loss.regressors[0].mean
     assert (first[0].in_channels, first[0].out_channels, first[4].out_channels) == (16, 48, 48)
     assert VIDLoss(s_taps, t_taps, mid_channels=7).regressors[3].mean[2].weight.shape == (7, 7, 1, 1)
@@ -76,14 +76,16 @@ def test_scales_select_pairs_and_adapters_follow_the_probed_channels():
 
 
 def test_vid_bad_configuration_explains():
-    with pytest.raises(ValueError, match=r"scales \[4\] must name"):
-        VIDLoss(_taps((2, 2, 2)) * 4, _taps((2, 2, 2)) * 4, scales=[4])
+    with pytest.raises(ValueError, match=r"select \[4\] out of range for 4 tapped maps"):
+        VIDLoss(_taps((2, 2, 2)) * 4, _taps((2, 2, 2)) * 4, select=[4])
     with pytest.raises(ValueError, match="pair up one to one"):
         VIDLoss(_taps((2, 2, 2)), _taps((2, 2, 2), (2, 1, 1)))
     with pytest.raises(ValueError, match="reduction must be"):
         VIDLoss(_taps((2, 2, 2)), _taps((2, 2, 2)), reduction="none")
     loss = VIDLoss(_taps((2, 2, 2)), _taps((3, 2, 2)))
-    with pytest.raises(ValueError, match="built for 2 student / 3 teacher channels.*got 2 / 4"):
+    with pytest.raises(
+        ValueError, match=r"teacher map 'm0' was probed as \(B, 3, H, W\) but is \(1, 4, 2, 2\)"
+    ):
         loss(_feats(torch.randn(1, 2, 2, 2)), _feats(torch.randn(1, 4, 2, 2)), None)
 
 
