@@ -26,8 +26,13 @@ MOVED_KEYS: dict[str, str] = {
     },
     "eval_teacher": "(removed: the teacher's accuracy is logged from every validation step)",
 }
-# (regular expression of an old key, its replacement) for keys with a variable part
-MOVED_PATTERNS: tuple[tuple[str, str], ...] = ()
+# (regular expression of an old key, its replacement) for keys with a variable part: the losses'
+# tap-selection options got one name, `select` (and `teacher_select` where the teacher's differ)
+_TERM = r"(distill\.(?:stages\.\w+\.)?terms\.\w+)"
+MOVED_PATTERNS: tuple[tuple[str, str], ...] = (
+    (_TERM + r"\.(?:scales|student_scales|student_index)", r"\1.select"),
+    (_TERM + r"\.(?:teacher_scales|teacher_index)", r"\1.teacher_select"),
+)
 
 
 class MovedKeyError(KeyError):

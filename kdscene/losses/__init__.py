@@ -24,20 +24,7 @@ from kdscene.losses.srm import SRMDictionaryLoss, SRMLoss, load_dictionaries
 from kdscene.losses.srm_parts import SparseCoder, SRMPredictor, keep_top, srm_sizes
 from kdscene.losses.vid import VIDLoss, VIDRegressor
 
-#: Constructor options that were renamed: ``"<LossClass>.<old name>"`` -> new name. The CLI turns an
-#: old config key (``distill.terms.<term>.<old name>``) into an error that names the new one.
-MOVED_OPTIONS: dict[str, str] = {
-    "DCTAttentionLoss.scales": "select",
-    "FitNetLoss.student_index": "select",
-    "FitNetLoss.teacher_index": "teacher_select",
-    "SPLoss.scales": "select",
-    "SemCKDLoss.student_scales": "select",
-    "SemCKDLoss.teacher_scales": "teacher_select",
-    "VIDLoss.scales": "select",
-}
-
 __all__ = [
-    "MOVED_OPTIONS",
     "ABF",
     "ATLoss",
     "CrossEntropyLoss",

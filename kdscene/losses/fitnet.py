@@ -26,7 +26,7 @@ with β = 100 and the mean over all elements, from the start, with its ``ConvReg
 ``mode="code"`` (default) is RepDistiller's regressor and MSE mean; ``mode="paper"`` the valid convolution
 + ReLU (no BatchNorm) and ½ × the squared error summed over C, H, W, averaged over the batch; it needs a
 guided map at least as large as the hint. The two-stage schedule is not a loss option: run it with the
-stages runner (:mod:`kdscene.cli.stages`), stage 1 with this term alone (the student's layers after the
+stages runner (:mod:`kdscene.cli.recipe`), stage 1 with this term alone (the student's layers after the
 guided one get no gradient, so SGD leaves them untouched; under DDP set
 ``strategy=ddp_find_unused_parameters_true``), stage 2 with ``student_checkpoint: ${kdscene.stage:<stage 1>}``
 and CE + KD terms. ``conf/distill/fitnet.yaml`` is the single-stage RepDistiller recipe. A sketch::

@@ -24,7 +24,7 @@ Stage 1 is :class:`SRMDictionaryLoss`; stage 2 is :class:`SRMLoss`, which loads 
 dictionaries from the stage-1 Lightning checkpoint (keys ``distill.<dictionary_key>.coders.<i>.*``), or
 takes them in memory (a trained ``SRMDictionaryLoss().coders``, :func:`load_dictionaries`' result; copied),
 and computes the labels on the fly from the frozen teacher. ``conf/distill/srm.yaml`` runs the three
-stages (:mod:`kdscene.cli.stages`).
+stages (:mod:`kdscene.cli.recipe`).
 
 Differences between the paper, the authors' code and kdscene, and the option that selects each:
 

@@ -39,3 +39,47 @@ def test_the_console_entry_exits_2_with_the_message_and_without_importing_torch(
 def test_an_old_data_key_names_its_new_place_under_the_reader(tmp_path):
     with pytest.raises(MovedKeyError, match="'data.partition' has moved: use data.reader.partition"):
         compose_config("train", ["data=sun397", "data.partition=3"], tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("distill.terms.dct.scales", "distill.terms.dct.select"),
+        ("distill.terms.semckd.student_scales", "distill.terms.semckd.select"),
+        ("distill.terms.semckd.teacher_scales", "distill.terms.semckd.teacher_select"),
+        ("distill.terms.hint.student_index", "distill.terms.hint.select"),
+        ("distill.stages.hint.terms.hint.teacher_index", "distill.stages.hint.terms.hint.teacher_select"),
+    ],
+)
+def test_renamed_loss_options_name_their_new_key(old, new):
+    (message,) = moved_key_messages([f"{old}=[2,3]"])
+    assert message == f"{old!r} has moved: use {new}"
+
+
+def test_every_new_loss_option_exists_and_no_distill_config_uses_an_old_one(tmp_path):
+    import inspect
+
+    from kdscene.cli.config import CONFIG_DIR
+    from kdscene.losses import DCTAttentionLoss, FitNetLoss, SemCKDLoss, SPLoss, VIDLoss
+
+    for loss in (DCTAttentionLoss, SPLoss, VIDLoss, SemCKDLoss, FitNetLoss):
+        params = inspect.signature(loss).parameters
+        assert "select" in params and not {"scales", "student_scales", "student_index"} & set(params)
+    for path in (
+        tmp_path.parent / "x",
+        *sorted((__import__("pathlib").Path(CONFIG_DIR) / "distill").glob("*.yaml")),
+    ):
+        if path.is_file():
+            assert not moved_key_messages([f"{k}=1" for k in _keys(path.read_text())]), path
+
+
+def _keys(text):
+    import yaml
+
+    def walk(node, prefix):
+        for key, value in (node or {}).items():
+            yield f"{prefix}.{key}"
+            if isinstance(value, dict):
+                yield from walk(value, f"{prefix}.{key}")
+
+    return list(walk(yaml.safe_load(text), "distill"))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import kdscene.losses
-from kdscene.losses import MOVED_OPTIONS, DistillLoss, Features, KDLoss, TapInfo
+from kdscene.losses import DistillLoss, Features, KDLoss, TapInfo
 from kdscene.losses.base import (
     as_select,
     check_choice,
@@ -231,11 +231,3 @@ def test_no_assert_statement_in_the_losses():
 
 
 # -- renamed options -------------------------------------------------------------------------------
-
-
-def test_moved_options_name_real_classes_whose_new_option_exists_and_old_one_is_gone():
-    assert MOVED_OPTIONS  # the CLI turns these config keys into errors naming the new key
-    for old, new in MOVED_OPTIONS.items():
-        cls_name, old_name = old.split(".")
-        params = inspect.signature(getattr(kdscene.losses, cls_name)).parameters
-        assert new in params and old_name not in params, old
