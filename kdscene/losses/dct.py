@@ -62,7 +62,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from kdscene.features import Features
+from kdscene.features import Features, TapInfo
 from kdscene.losses.base import (
     DistillLoss,
     as_select,
@@ -253,6 +253,11 @@ class DCTAttentionLoss(DistillLoss):
         eps: added to every normalisation denominator; 0 (default) reproduces the code, NaN on a
             constant map included.
         select: indices of the tapped maps to use (negative allowed); None = all.
+        student_taps, teacher_taps: the probed taps (filled in by
+            :class:`~kdscene.module.DistillationModule`; optional). With them, a configuration that is
+            wrong by construction is refused at once instead of at the first batch: paired maps of
+            different sizes, and a 1×1 map with ``eps=0``, whose min-max normalisation is 0/0, so
+            that the loss would be NaN from the first step (the authors' code behaves the same).
         backend: how the transform is computed. ``"matmul"``: cached basis matrices per
             (H, W, device, dtype), two GEMMs; it follows torch's float32 matmul precision (TF32 when
             enabled). ``"fft"``: ``torch.fft`` (the DCT-II by Makhoul's one-FFT algorithm).
@@ -272,6 +277,9 @@ class DCTAttentionLoss(DistillLoss):
         eps: float = 0.0,
         select: Sequence[int] | None = None,
         backend: Backend = "auto",
+        *,
+        student_taps: Sequence[TapInfo] | None = None,
+        teacher_taps: Sequence[TapInfo] | None = None,
     ) -> None:
         super().__init__(weight)
         _check_options(variant, backend, eps, "DCTAttentionLoss")
@@ -280,6 +288,28 @@ class DCTAttentionLoss(DistillLoss):
         self.eps = float(eps)
         self.select = as_select(select, "DCTAttentionLoss")
         self.backend = backend
+        if student_taps is not None and teacher_taps is not None:
+            self._check_taps(student_taps, teacher_taps)
+
+    def _check_taps(self, student_taps: Sequence[TapInfo], teacher_taps: Sequence[TapInfo]) -> None:
+        """Refuse pairs of unequal size, and 1×1 maps with ``eps=0`` (NaN by construction)."""
+        if len(student_taps) != len(teacher_taps):
+            return  # forward names the mismatch with the maps at hand
+        for i in select_taps(len(student_taps), self.select, "DCTAttentionLoss"):
+            s, t = student_taps[i], teacher_taps[i]
+            if tuple(s.size) != tuple(t.size):
+                raise ValueError(
+                    f"DCTAttentionLoss: tap {i} is {tuple(s.size)} in the student ({s.name!r}) but "
+                    f"{tuple(t.size)} in the teacher ({t.name!r}); the spectra are compared coefficient "
+                    "by coefficient and need equal spatial sizes: tap other layers or select other taps"
+                )
+            if self.eps == 0 and s.size[0] * s.size[1] == 1:
+                raise ValueError(
+                    f"DCTAttentionLoss: tap {i} ({s.name!r}) is 1x1 at this input size, so its attention "
+                    "map is constant and the loss's min-max normalisation is 0/0 = NaN with eps=0 (the "
+                    "authors' code does the same). Set eps > 0 (e.g. distill.terms.dct.eps=1e-8), leave "
+                    "the tap out (distill.terms.dct.select=[...]) or use larger images"
+                )
 
     def extra_repr(self) -> str:
         return (

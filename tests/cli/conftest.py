@@ -9,11 +9,6 @@ from kdscene.cli.config import CONFIG_DIR
 DISTILL_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "distill").glob("*.yaml"))
 
 
-@pytest.fixture(scope="session")
-def synthetic_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("data") / "synthetic_scenes"
-
-
 @pytest.fixture
 def tiny_overrides(synthetic_root, tmp_path) -> list[str]:
     """Overrides that make any training run take seconds: small data, small nets, few batches."""

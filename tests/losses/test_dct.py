@@ -277,3 +277,30 @@ def test_without_teacher_guidance_no_logits_are_needed():
     torch.testing.assert_close(DCTAttentionLoss(pred_guide=False)(bare_s, bare_t, None)["dct"], with_logits)
     with pytest.raises(ValueError, match=r"DCTAttentionLoss\(pred_guide=True\) needs the teacher's logits"):
         DCTAttentionLoss()(bare_s, bare_t, torch.zeros(3, dtype=torch.long))
+
+
+def _taps(*sizes):
+    from kdscene.losses import TapInfo
+
+    return [TapInfo(f"layer{i + 1}", 8, 32 // s, (s, s)) for i, s in enumerate(sizes)]
+
+
+def test_a_1x1_tap_with_eps_0_is_refused_at_construction_with_the_fix_named():
+    with pytest.raises(ValueError, match=r"tap 3 \('layer4'\) is 1x1 .* 0/0 = NaN .* distill.terms.dct.eps"):
+        DCTAttentionLoss(student_taps=_taps(8, 4, 2, 1), teacher_taps=_taps(8, 4, 2, 1))
+    # the same maps are fine with eps > 0, or with the 1x1 tap left out
+    DCTAttentionLoss(eps=1e-8, student_taps=_taps(8, 4, 2, 1), teacher_taps=_taps(8, 4, 2, 1))
+    DCTAttentionLoss(select=[0, 1, 2], student_taps=_taps(8, 4, 2, 1), teacher_taps=_taps(8, 4, 2, 1))
+
+
+def test_the_refused_configuration_is_indeed_nan_and_eps_makes_it_finite():
+    s, t = torch.rand(2, 8, 1, 1), torch.rand(2, 8, 1, 1)
+    feats = [Features(logits=torch.zeros(2, 3), maps=(m,)) for m in (s, t)]
+    nan = DCTAttentionLoss(pred_guide=False)(*feats, torch.zeros(2, dtype=torch.long))["dct"]
+    ok = DCTAttentionLoss(pred_guide=False, eps=1e-8)(*feats, torch.zeros(2, dtype=torch.long))["dct"]
+    assert torch.isnan(nan) and torch.isfinite(ok)
+
+
+def test_paired_taps_of_different_sizes_are_refused_at_construction():
+    with pytest.raises(ValueError, match=r"tap 1 is \(4, 4\) in the student .* \(2, 2\) in the teacher"):
+        DCTAttentionLoss(student_taps=_taps(8, 4), teacher_taps=_taps(8, 2))
