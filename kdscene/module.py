@@ -278,7 +278,8 @@ class DistillationModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse non-finite weights; drop the teacher's (its spec is in the hyper-parameters)."""
         state = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
-        check_weights(state.items(), checkpoint.get("epoch", self.current_epoch))
+        weights = ((k, v) for k, v in state.items() if k.startswith(("student.", "distill.")))
+        check_weights(weights, checkpoint.get("epoch", self.current_epoch))
         checkpoint["state_dict"] = state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
