@@ -1,7 +1,7 @@
 """``kdscene-train``: fit a DistillationModule from a Hydra config, then test its best checkpoint.
 
 Teacher training is the same command with ``distill=none`` and the teacher's architecture as student:
-``kdscene-train distill=none student=resnet50``; the saved checkpoint then serves as
+``kdscene-train distill=none student.name=resnet50``; the saved checkpoint then serves as
 ``teacher.checkpoint=<path>`` (kdscene strips the ``student.`` prefix when loading it).
 """
 
