@@ -86,7 +86,7 @@ def run_quickstart(argv: Sequence[str] | None = None) -> list[dict]:
     teacher_overrides = [
         *common,
         "distill=none",
-        f"student={args.teacher}",
+        f"student.name={args.teacher}",
         f"trainer.max_epochs={args.teacher_epochs}",
     ]
     t_metrics, t_ckpt, t_time = _job("teacher", teacher_overrides, out)
@@ -96,9 +96,9 @@ def run_quickstart(argv: Sequence[str] | None = None) -> list[dict]:
         overrides = [
             *common,
             f"distill={method}",
-            f"teacher={args.teacher}",
+            f"teacher.name={args.teacher}",
             f"teacher.checkpoint={t_ckpt}",
-            f"student={args.student}",
+            f"student.name={args.student}",
             f"trainer.max_epochs={args.student_epochs}",
         ]
         metrics, ckpt, seconds = _job(method, overrides, out)

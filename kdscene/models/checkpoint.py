@@ -8,7 +8,7 @@ Accepted files (``torch.load``): a plain ``state_dict``; a dict holding it under
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -48,14 +48,25 @@ def strip_prefixes(state: Mapping[str, Tensor], expected: set[str]) -> dict[str,
     return dict(state)
 
 
-def _mismatch_report(model: nn.Module, state: Mapping[str, Tensor]) -> list[str]:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
+def mismatch_lines(
+    own: Mapping[str, Tensor], state: Mapping[str, Tensor], exempt: Callable[[str], bool] = lambda key: False
+) -> list[str]:
+    """Missing keys, unexpected keys and shape mismatches of ``state`` against ``own``, one line each.
+
+    Args:
+        own: the network's state dict.
+        state: the file's state dict (prefixes already stripped).
+        exempt: keys for which a mismatch is allowed (not reported).
+
+    Returns:
+        Up to three indented lines, each listing at most 8 keys; empty when ``state`` fits.
+    """
+    missing = sorted(k for k in set(own) - set(state) if not exempt(k))
+    unexpected = sorted(k for k in set(state) - set(own) if not exempt(k))
     shapes = [
         f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
         for k in sorted(set(own) & set(state))
-        if state[k].shape != own[k].shape
+        if state[k].shape != own[k].shape and not exempt(k)
     ]
     lines = []
     for title, items in (
@@ -69,17 +80,32 @@ def _mismatch_report(model: nn.Module, state: Mapping[str, Tensor]) -> list[str]
     return lines
 
 
-def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load ``path`` into ``model`` strictly; raise with the mismatching keys and shapes listed."""
+def read_state_dict(path: str | Path, expected: set[str], what: str = "checkpoint") -> dict[str, Tensor]:
+    """Load ``path`` (any accepted format, module docstring) and fit its key prefixes to ``expected``.
+
+    Args:
+        path: a local file written by ``torch.save``.
+        expected: the keys of the network it is meant for.
+        what: how the error names the file when it does not exist.
+
+    Returns:
+        The state dict with its container and known prefixes removed.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
     obj = torch.load(path, map_location="cpu", weights_only=False)
-    state = strip_prefixes(extract_state_dict(obj), set(model.state_dict()))
-    problems = _mismatch_report(model, state)
+    return strip_prefixes(extract_state_dict(obj), expected)
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load ``path`` into ``model`` strictly; raise with the mismatching keys and shapes listed."""
+    state = read_state_dict(path, set(model.state_dict()))
+    problems = mismatch_lines(model.state_dict(), state)
     if problems:
         raise ValueError(
-            f"checkpoint {str(path)!r} does not fit {type(model).__name__}:\n" + "\n".join(problems)
+            f"checkpoint {str(Path(path).expanduser())!r} does not fit {type(model).__name__}:\n"
+            + "\n".join(problems)
         )
     model.load_state_dict(state, strict=True)
     return model

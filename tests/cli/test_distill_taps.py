@@ -10,7 +10,7 @@ PRE = ("layer1:pre", "layer2:pre", "layer3:pre", "layer4:pre")
 
 
 def _module(overrides, tmp_path):
-    cfg = compose_config("train", ["teacher=resnet10", "student=resnet10", *overrides], tmp_path)
+    cfg = compose_config("train", ["teacher.name=resnet10", "student.name=resnet10", *overrides], tmp_path)
     with open_dict(cfg):
         cfg.data.image_size = 32
     recipe = parse_recipe(cfg.distill)
