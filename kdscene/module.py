@@ -141,19 +141,20 @@ class DistillationModule(L.LightningModule):
             raise ValueError(f"the distill terms {needing} need a teacher, but no teacher was given")
         if spec.num_classes != student.num_classes:
             raise ValueError(
-                f"teacher {spec.name!r} has {spec.num_classes} classes but student {student.name!r} has "
+                f"teacher {spec.label!r} has {spec.num_classes} classes but student {student.label!r} has "
                 f"{student.num_classes}; both must predict the same classes"
             )
-        if not spec.checkpoint:
-            rank_zero_info(f"[kdscene] WARNING: teacher {spec.name!r} has no checkpoint: it is random")
-        self.teacher = build_backbone(dataclasses.replace(spec, checkpoint=None))
+        if not (spec.checkpoint or spec.init or spec.weights):
+            rank_zero_info(f"[kdscene] WARNING: teacher {spec.label!r} has no weights: it is random")
+        built = dataclasses.replace(spec, checkpoint=None)  # the file is read below, if it is there
+        self.teacher = build_backbone(built)
         if spec.checkpoint and Path(spec.checkpoint).expanduser().is_file():
             load_checkpoint(self.teacher, spec.checkpoint)
         elif spec.checkpoint:  # fitting needs it (setup raises); loading or evaluating a student does not
             self._missing_teacher_file = spec.checkpoint
         self.teacher.requires_grad_(False)
         self.teacher.eval()
-        self.teacher_tap = FeatureTap(self.teacher, spec.tap_layers, spec.tap_head)
+        self.teacher_tap = FeatureTap(self.teacher, built.tap_layers, built.tap_head)
 
     def setup(self, stage: str) -> None:
         """Fitting needs the teacher's file; evaluation without it skips the teacher (and its terms)."""

@@ -42,6 +42,10 @@ class MovedKeyError(KeyError):
         return str(self.args[0])
 
 
+# groups whose per-network options became one default.yaml: `teacher=resnet50` is `teacher.name=resnet50`
+NAMED_GROUPS = ("teacher", "student")
+
+
 def _override_key(override: str) -> str | None:
     """``"+data.root=/x"`` -> ``"data.root"``; ``None`` for flags such as ``-m``."""
     if override.startswith("-") or "=" not in override:
@@ -55,6 +59,10 @@ def moved_key_messages(overrides: Sequence[str]) -> list[str]:
     for override in overrides:
         key = _override_key(override)
         if key is None:
+            continue
+        value = override.split("=", 1)[1]
+        if key in NAMED_GROUPS and value not in ("default", "null"):
+            messages.append(f"{key}={value} picked a config file per network: use {key}.name={value}")
             continue
         if key in MOVED_KEYS:
             messages.append(f"{key!r} has moved: use {MOVED_KEYS[key]}")

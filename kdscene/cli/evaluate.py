@@ -30,7 +30,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     spec = backbone_spec(cfg.student, datamodule.num_classes)
     module = DistillationModule(
-        student=dataclasses.replace(spec, checkpoint=str(cfg.ckpt_path)),
+        student=dataclasses.replace(spec, checkpoint=str(cfg.ckpt_path), init=None, weights=None),
         distill={"ce": CrossEntropyLoss()},
         optimizer=partial(torch.optim.SGD, lr=0.0),
         image_size=cfg.data.image_size,

@@ -88,12 +88,12 @@ def backbone_spec(
     spec: BackboneSpec = instantiate(node, _convert_="all")
     if spec.num_classes is not None and spec.num_classes != num_classes:
         raise ValueError(
-            f"backbone {spec.name!r} is configured for {spec.num_classes} classes but the data has "
+            f"backbone {spec.label!r} is configured for {spec.num_classes} classes but the data has "
             f"{num_classes}; set num_classes: null to take it from the data"
         )
     spec = dataclasses.replace(spec, num_classes=num_classes)
     if layers and spec.layers:
-        log.info("%s.layers=%s is set: the recipe's taps %s are ignored", spec.name, spec.layers, layers)
+        log.info("%s.layers=%s is set: the recipe's taps %s are ignored", spec.label, spec.layers, layers)
     elif layers:
         spec = dataclasses.replace(spec, layers=list(layers))
     return spec

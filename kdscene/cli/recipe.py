@@ -166,8 +166,8 @@ def stage_config(cfg: DictConfig, recipe: Recipe, stage: Stage, last: bool) -> D
                 out[key] = node[key]
         if node.get("max_epochs") is not None:
             out.trainer.max_epochs = node.max_epochs
-        if node.get("student_checkpoint"):
-            out.student.checkpoint = node.student_checkpoint
+        if node.get("student_checkpoint"):  # the earlier stage's student replaces any other weights
+            out.student.update(checkpoint=node.student_checkpoint, init=None, weights=None)
         if stage.name:
             out.paths.output_dir = str(Path(cfg.paths.output_dir) / stage.name)
         out.test = bool(cfg.test) and last

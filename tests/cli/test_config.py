@@ -83,3 +83,8 @@ def _keys(text):
                 yield from walk(value, f"{prefix}.{key}")
 
     return list(walk(yaml.safe_load(text), "distill"))
+
+
+def test_a_network_picked_as_a_config_group_option_names_the_name_key():
+    (message,) = moved_key_messages(["teacher=resnet50", "student.name=resnet18", "teacher=default"])
+    assert message == "teacher=resnet50 picked a config file per network: use teacher.name=resnet50"

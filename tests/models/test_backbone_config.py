@@ -8,7 +8,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from kdscene.cli.common import CONFIG_DIR, compose_config
+from kdscene.cli.config import CONFIG_DIR, compose_config
 from kdscene.models import BackboneSpec, build_backbone
 from tests.models.nets import TinyNet
 
