@@ -176,7 +176,6 @@ def test_distillation_module_takes_an_auto_tapped_pair_of_networks():
         distill={"at": ATLoss(weight=1.0), "kd": KDLoss(temperature=4.0)},
         optimizer=partial(torch.optim.SGD, lr=0.1),
         image_size=64,
-        eval_teacher=False,
     )
     student, teacher = module.features(torch.randn(2, 3, 64, 64))
     assert student.names == ("features.1", "features.3", "features.8", "features.12")
