@@ -61,6 +61,8 @@ class Features:
         maps: intermediate maps in tap order, each (B, C_l, H_l, W_l).
         names: the module path of each map; empty (default) names them ``map0``, ``map1``, ...
         pooled: the penultimate vector fed to the classifier, (B, D), if tapped.
+        indices: the batch's positions in the training set, (B,) int64, when the data module returns
+            them (losses that set ``needs_indices``, such as CRD's memory bank, ask for them).
 
     Raises:
         TypeError: ``maps`` is a single tensor instead of a sequence of maps.
@@ -71,6 +73,7 @@ class Features:
     maps: tuple[Tensor, ...] = ()
     names: tuple[str, ...] = ()
     pooled: Tensor | None = None
+    indices: Tensor | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.maps, Tensor):

@@ -42,19 +42,27 @@ def _needs_teacher(term: LossFactory | nn.Module) -> bool:
 
 
 def build_term(
-    factory: LossFactory | nn.Module, student_taps: Sequence[TapInfo], teacher_taps: Sequence[TapInfo]
+    factory: LossFactory | nn.Module,
+    student_taps: Sequence[TapInfo],
+    teacher_taps: Sequence[TapInfo],
+    **context: Any,
 ) -> nn.Module:
-    """Call a loss factory, passing the probed tap shapes if its constructor accepts them."""
+    """Call a loss factory with what its constructor asks for among the probed taps and ``context``.
+
+    ``student_taps`` and ``teacher_taps`` are passed to constructors that name them; so is each
+    ``context`` entry (``num_samples``: the training set's size, for a memory bank;
+    ``teacher_network``: the frozen teacher module, for a loss that reads its BatchNorm statistics).
+    """
     if isinstance(factory, nn.Module):
         return factory
     target = getattr(factory, "func", factory)
     params = inspect.signature(target).parameters
-    kwargs: dict[str, Any] = {}
-    if "student_taps" in params:
-        kwargs["student_taps"] = list(student_taps)
-    if "teacher_taps" in params:
-        kwargs["teacher_taps"] = list(teacher_taps)
-    return factory(**kwargs)
+    offered = {"student_taps": list(student_taps), "teacher_taps": list(teacher_taps), **context}
+    wanted = {k: v for k, v in offered.items() if k in params}
+    missing = [k for k, v in wanted.items() if v is None and params[k].default is inspect.Parameter.empty]
+    if missing:
+        raise ValueError(f"{target.__name__} needs {missing}, which this DistillationModule was not given")
+    return factory(**wanted)
 
 
 def _accuracy_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -86,6 +94,8 @@ class DistillationModule(L.LightningModule):
             ``train/nonfinite_skips``). Non-finite weights always stop the run before a checkpoint.
         train_student: ``False`` freezes the student (no grad, eval mode, not in the optimizer), for
             stages that train only what the loss terms own (SRM's teacher dictionaries).
+        num_samples: the training set's size, for losses whose constructor takes ``num_samples``
+            (a memory bank with one entry per sample).
     """
 
     def __init__(
@@ -100,6 +110,7 @@ class DistillationModule(L.LightningModule):
         channels_last: bool = False,
         nonfinite: Literal["raise", "skip"] = "raise",
         train_student: bool = True,
+        num_samples: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -121,8 +132,9 @@ class DistillationModule(L.LightningModule):
             self._build_teacher(teacher, student, needing)
         student_taps = probe(self.student_tap, image_size)
         teacher_taps = probe(self.teacher_tap, image_size) if self.teacher_tap else []
+        context = {"num_samples": num_samples, "teacher_network": self.teacher}
         self.distill = nn.ModuleDict(
-            {k: build_term(f, student_taps, teacher_taps) for k, f in distill.items()}
+            {k: build_term(f, student_taps, teacher_taps, **context) for k, f in distill.items()}
         )
         n = student.num_classes
         self.train_metrics = _accuracy_metrics(n, "train/")
@@ -165,6 +177,11 @@ class DistillationModule(L.LightningModule):
             raise FileNotFoundError(f"teacher checkpoint {str(path)!r} does not exist")
         rank_zero_warn(f"teacher checkpoint {path!r} not found: evaluating without the teacher")
         self.teacher, self.teacher_tap, self._missing_teacher_file = None, None, None
+
+    @property
+    def needs_indices(self) -> bool:
+        """Whether a loss term asks for the samples' indices (``needs_indices``) in training batches."""
+        return any(getattr(loss, "needs_indices", False) for loss in self.distill.values())
 
     def train(self, mode: bool = True) -> DistillationModule:
         """Switch the student and the terms to ``mode``; the teacher (and a frozen student) stay in eval."""
@@ -214,6 +231,9 @@ class DistillationModule(L.LightningModule):
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         student, teacher = self.features(images)
+        if len(batch) > 2:  # (images, labels, indices): the data module returns indices for a loss
+            student = dataclasses.replace(student, indices=batch[2])
+            teacher = dataclasses.replace(teacher, indices=batch[2]) if teacher is not None else None
         terms = self.loss_terms(student, teacher, labels)
         if split == "train" and self._skip_nonfinite(terms, batch_idx):
             return None

@@ -136,3 +136,43 @@ def test_teacher_accuracy_comes_from_the_validation_step_and_equals_a_direct_cou
     assert metrics["teacher/val_acc_top1"].item() == pytest.approx(correct.mean().item())
     assert metrics["teacher/val_acc_mean_class"].item() == pytest.approx(per_class.mean().item())
     assert not hasattr(module, "evaluate_teacher")  # no second pass over the validation data
+
+
+def test_factories_get_the_context_they_name_and_a_missing_one_is_named():
+    from kdscene.module import build_term
+
+    class Bank(torch.nn.Module):
+        needs_indices = True
+
+        def __init__(self, num_samples: int, teacher_network: torch.nn.Module | None = None) -> None:
+            super().__init__()
+            self.num_samples, self.teacher_network = num_samples, teacher_network
+
+    net = torch.nn.Linear(2, 2)
+    built = build_term(Bank, [], [], num_samples=7, teacher_network=net, unrelated=1)
+    assert built.num_samples == 7 and built.teacher_network is net
+    with pytest.raises(ValueError, match=r"Bank needs \['num_samples'\]"):
+        build_term(Bank, [], [], num_samples=None)
+
+
+def test_a_third_batch_element_reaches_the_losses_as_indices():
+    seen = {}
+
+    class Probe(torch.nn.Module):
+        needs_teacher = False
+        needs_indices = True
+
+        def forward(self, s, t, y):
+            seen["indices"] = s.indices
+            return {"p": s.logits.sum() * 0}
+
+    module = DistillationModule(
+        student=BackboneSpec("cifar_resnet8", 3),
+        distill={"ce": CrossEntropyLoss(), "probe": Probe()},
+        optimizer=partial(torch.optim.SGD, lr=0.1),
+        image_size=32,
+    )
+    assert module.needs_indices
+    batch = (torch.randn(2, 3, 32, 32), torch.tensor([0, 1]), torch.tensor([5, 9]))
+    module._shared_step(batch, "val", module.val_metrics)
+    assert seen["indices"].tolist() == [5, 9]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -111,8 +112,13 @@ def scheduler_partial(node: DictConfig | None) -> tuple[Any, str]:
     return instantiate(node), interval
 
 
-def build_module(cfg: DictConfig, recipe: Recipe, stage: Stage, num_classes: int) -> DistillationModule:
-    """The DistillationModule of one stage of ``recipe`` for a data set with ``num_classes`` classes."""
+def build_module(
+    cfg: DictConfig, recipe: Recipe, stage: Stage, num_classes: int, num_samples: int | None = None
+) -> DistillationModule:
+    """The DistillationModule of one stage of ``recipe`` for a data set with ``num_classes`` classes.
+
+    ``num_samples`` (the training set's size) is handed to losses that keep one entry per sample.
+    """
     scheduler, interval = scheduler_partial(cfg.get("scheduler"))
     return DistillationModule(
         student=backbone_spec(cfg.student, num_classes, recipe.student_layers),
@@ -125,7 +131,19 @@ def build_module(cfg: DictConfig, recipe: Recipe, stage: Stage, num_classes: int
         channels_last=cfg.channels_last,
         nonfinite=cfg.get("nonfinite", "raise"),
         train_student=stage.train_student,
+        num_samples=num_samples,
     )
+
+
+def _train_size(datamodule: L.LightningDataModule, stage: Stage) -> int | None:
+    """The training set's size when a term's constructor asks for ``num_samples`` (else ``None``)."""
+    factories = instantiate(stage.terms, _convert_="all")
+    wants = any(
+        "num_samples" in inspect.signature(getattr(f, "func", f)).parameters for f in factories.values()
+    )
+    if not wants:
+        return None
+    return len(datamodule.reader.samples("train").pairs)
 
 
 def _callbacks(cfg: DictConfig, stage: Stage, has_logger: bool) -> list[L.Callback]:
@@ -162,7 +180,9 @@ def fit_stage(cfg: DictConfig, recipe: Recipe, stage: Stage) -> RunResult:
     """Seed, build data, module, callbacks, loggers and trainer for ``stage``; fit; test; return."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    module = build_module(cfg, recipe, stage, datamodule.num_classes)
+    module = build_module(cfg, recipe, stage, datamodule.num_classes, _train_size(datamodule, stage))
+    if module.needs_indices:  # e.g. CRD's memory bank: training batches carry the samples' indices
+        datamodule.return_index = True
     loggers = instantiate_group(cfg.get("logger"))
     callbacks = _callbacks(cfg, stage, has_logger=bool(loggers))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
