@@ -15,7 +15,16 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+def _config_dir() -> str:
+    """The configs: a source checkout's top-level ``conf/``, else the copy the wheel ships."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "conf" / "train.yaml").is_file():
+        return str(checkout / "conf")
+    return str(Path(__file__).resolve().parents[1] / "conf")
+
+
+CONFIG_DIR = _config_dir()
 
 # Keys that moved (old -> new, or why it went): a user who types an old key learns the new one.
 MOVED_KEYS: dict[str, str] = {
