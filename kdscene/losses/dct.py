@@ -187,8 +187,10 @@ def spectrum_2d(z: Tensor, kind: Literal["re_dft", "dct2"], backend: Backend = "
     if backend == "torch_dct":
         if not dct:
             raise ValueError("backend='torch_dct' computes only the DCT-II (kind='dct2')")
-        import torch_dct  # the reference implementation; only needed for this backend
-
+        try:
+            import torch_dct  # the reference implementation; only needed for this backend
+        except ImportError as err:
+            raise ImportError("backend='torch_dct' needs torch-dct: pip install torch-dct") from err
         return torch_dct.dct_2d(z, norm="ortho")
     if dct:
         return _dct_fft_1d(_dct_fft_1d(z).transpose(-1, -2)).transpose(-1, -2)
