@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -27,6 +28,24 @@ def test_help_answers_without_importing_torch():
     assert result.returncode == 0, result.stderr
 
 
+def _source_copy(dest: Path) -> Path:
+    """The repository's files that git would commit (tracked and new, not ignored), copied to ``dest``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True
+    )
+    files = listed.stdout.split() if listed.returncode == 0 else None
+    if files is None:  # not a git checkout: copy everything but build products
+        shutil.copytree(
+            REPO, dest, ignore=shutil.ignore_patterns("build", "*.egg-info", ".git", "logs", "data")
+        )
+        return dest
+    for name in files:
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
+
+
 def _clean_env() -> dict[str, str]:
     """This environment without PYTHONPATH (a checkout on it would shadow the installed wheel)."""
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -36,7 +55,8 @@ def _clean_env() -> dict[str, str]:
 def wheel_env(tmp_path_factory) -> Path:
     """A fresh venv holding the built wheel (dependencies borrowed from this environment)."""
     out = tmp_path_factory.mktemp("wheel")
-    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(REPO), "-w", str(out / "dist")]
+    source = _source_copy(out / "src")  # setuptools builds in-tree: keep the checkout clean
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(source), "-w", str(out / "dist")]
     subprocess.run(build, check=True, capture_output=True, cwd=out, env=_clean_env())
     (wheel,) = (out / "dist").glob("kdscene-*.whl")
     venv = out / "venv"

@@ -1,4 +1,4 @@
-"""DESIGN.md's import rule: kdscene.losses needs neither Lightning nor Hydra, nor data/module."""
+"""Import rule (docs/architecture.md): kdscene.losses needs neither Lightning, Hydra, data nor module."""
 
 import subprocess
 import sys
