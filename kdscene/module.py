@@ -146,6 +146,7 @@ class DistillationModule(L.LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # in checkpoints: a resumed run keeps its best
         self.nonfinite_skips = 0
+        self.example_input_array = torch.zeros(1, 3, image_size, image_size)  # the model summary's FLOPs
 
     # -- construction -------------------------------------------------------------------------
     def _build_teacher(self, spec: BackboneSpec | None, student: BackboneSpec, needing: list[str]) -> None:

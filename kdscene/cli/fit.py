@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,8 +177,42 @@ def _checkpoints(trainer: L.Trainer, output_dir: str) -> tuple[str, str]:
     return best, last or (str(default) if default.is_file() else "")
 
 
+# Warnings a user can do nothing about, silenced by their exact text (nothing else is filtered):
+# the frozen teacher is in eval mode by design; Lightning 2.6 calls a torch API that torch 2.14 deprecates.
+KNOWN_WARNINGS = (
+    r"Found \d+ module\(s\) in eval mode at the start of training",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+
+
+class _DropAdvert(logging.Filter):
+    """Lightning 2.6 advertises a cloud logger at every fit."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def tidy_console() -> None:
+    """Ignore :data:`KNOWN_WARNINGS` and Lightning's advert; print each Lightning log line once.
+
+    The ``lightning`` package adds its own console handler whatever the root logger has, so under
+    Hydra (whose handlers write the console and ``train.log``) every Lightning line appears twice; its
+    handler is removed when the root logger has handlers. Idempotent.
+    """
+    for message in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropAdvert) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropAdvert())
+    own = logging.getLogger("lightning")
+    if logging.getLogger().handlers:
+        for handler in [h for h in own.handlers if type(h) is logging.StreamHandler]:
+            own.removeHandler(handler)
+
+
 def fit_stage(cfg: DictConfig, recipe: Recipe, stage: Stage) -> RunResult:
     """Seed, build data, module, callbacks, loggers and trainer for ``stage``; fit; test; return."""
+    tidy_console()
     L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     module = build_module(cfg, recipe, stage, datamodule.num_classes, _train_size(datamodule, stage))
@@ -198,7 +233,7 @@ def fit_stage(cfg: DictConfig, recipe: Recipe, stage: Stage) -> RunResult:
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     finally:
         _finish_wandb(loggers)
-    log.info("metrics: %s", metrics)
+    log.debug("metrics: %s", metrics)
     result = RunResult(metrics, best, last, str(cfg.paths.output_dir))
     if not cfg.trainer.get("fast_dev_run"):
         result.save(Path(cfg.paths.output_dir) / RESULT_FILE, cfg.trainer.get("max_epochs"))

@@ -1,10 +1,15 @@
-"""``kdscene-quickstart``: the main job on the built-in synthetic scenes, in one process.
+"""``kdscene-quickstart``: the main job, showing what distillation is for, on the built-in synthetic scenes.
 
-It generates the synthetic scene data set (cached under ``data/``), trains a teacher with
-cross-entropy, distils a student from it with each requested method, tests every network on the
-held-out split and prints a table of top-1 and mean-class accuracy. Every run keeps its logs and
-checkpoints under ``--out``. Extra arguments are Hydra overrides applied to every run
-(e.g. ``trainer.max_epochs=3``).
+The regime is the DCT paper's: the teacher has learned from much more data than the student (as an
+ImageNet-pretrained teacher fine-tuned on the scene set has), and the student learns from scratch on a
+small training set. Concretely, in one process: synthetic scenes are generated twice from the same
+generator (a large training set for the teacher, a small one for the students, the same test set:
+each image is a function of its class, split and number only); a teacher is trained on the large set;
+then each method trains a student on the small set, once per seed. The table reports, per method,
+top-1 and mean-class accuracy on the test split as mean ± std over seeds, and the gain over the
+student alone (mean ± std of the per-seed differences: the same seed gives the same initialisation
+and data order to every method). Rerunning with the same ``--out`` continues: finished runs are
+reused. Extra arguments are Hydra overrides applied to every run.
 """
 
 from __future__ import annotations
@@ -12,16 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import statistics
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from kdscene.cli.config import compose_config
 from kdscene.cli.train import train
 
 # the rows of the table, in order (any conf/distill name works with --methods)
-DEFAULT_METHODS = ("none", "kd", "at", "at_kd", "dct", "dct_kd", "srm", "review", "fam")
+DEFAULT_METHODS = ("none", "kd", "at_kd", "dct", "dct_kd", "srm", "review", "fam")
 LABELS = {
     "none": "Student alone",
     "kd": "KD",
@@ -37,84 +45,142 @@ LABELS = {
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line (``--help`` lists every option)."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="kdscene-quickstart", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--methods",
-        default=",".join(DEFAULT_METHODS),
-        help="comma-separated conf/distill names (default: %(default)s)",
-    )
-    parser.add_argument("--teacher", default="resnet18", help="teacher backbone (default: %(default)s)")
-    parser.add_argument("--student", default="resnet10", help="student backbone (default: %(default)s)")
-    parser.add_argument("--teacher-epochs", type=int, default=10)
-    parser.add_argument("--student-epochs", type=int, default=5)
-    parser.add_argument("--out", default=None, help="output folder (default: logs/quickstart/<time>)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
+    add = parser.add_argument
+    add("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated conf/distill names")
+    add("--seeds", type=int, default=3, help="student runs per method (default: %(default)s)")
+    add("--teacher", default="resnet18", help="teacher network (default: %(default)s)")
+    add("--student", default="resnet10", help="student network (default: %(default)s)")
+    add("--teacher-images", type=int, default=150, help="teacher's training images per class")
+    add("--student-images", type=int, default=20, help="students' training images per class")
+    add("--teacher-epochs", type=int, default=12)
+    add("--student-epochs", type=int, default=20)
+    add("--out", default=None, help="output folder (default: $KDSCENE_ROOT/logs/quickstart/<time>)")
+    add("overrides", nargs="*", help="Hydra overrides for every run, e.g. data.image_size=48")
     return parser.parse_args(argv)
 
 
-def _job(name: str, overrides: list[str], out: Path) -> tuple[dict[str, float], str, float]:
+def quiet() -> None:
+    """Keep the console to progress lines and the table: Lightning's per-fit info lines go.
+
+    Lightning sets its loggers to INFO when it is imported, so it is imported first.
+    """
+    import lightning  # noqa: F401
+
+    for name in ("lightning.pytorch", "lightning.fabric", "kdscene"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# the quickstart's images: 40 px scenes, random 36 px crops (the smallest size at which a ResNet's
+# last stage is 2x2: a 1x1 map makes the DCT loss 0/0), 50 test images per class
+PROGRESS = "kdscene.callbacks.ProgressLine"
+IMAGES = ["data.reader.generated_size=40", "data.resize=40", "data.image_size=36"]
+
+
+def _data(per_class: int) -> list[str]:
+    """Overrides of one of the two synthetic training sets (both share the same test set)."""
+    return [
+        f"data.root=${{paths.data_dir}}/synthetic_scenes_{per_class}",
+        f"data.reader.train_per_class={per_class}",
+    ]
+
+
+def _run(name: str, label: str, overrides: list[str], out: Path, epochs: int) -> dict[str, Any]:
+    """One job (checkpoint written once, at the end; validated once, at the end)."""
     start = time.perf_counter()
-    cfg = compose_config("train", [*overrides, f"task_name=quickstart_{name}"], out / name)
-    result = train(cfg)
-    return result.metrics, result.best_checkpoint, time.perf_counter() - start
+    label_value = label.replace("'", "")
+    settings = [
+        f"trainer.max_epochs={epochs}",
+        f"trainer.check_val_every_n_epoch={epochs}",
+        f"callbacks.last_checkpoint.every_n_epochs={epochs}",
+        # the label names the stage of a multi-stage recipe (${distill.stage} is "" otherwise)
+        f"+callbacks.progress={{_target_:{PROGRESS},label:'{label_value} ${{distill.stage}}'}}",
+        "ckpt_path=last",  # rerunning with the same --out reuses finished runs
+    ]
+    result = train(compose_config("train", [*overrides, *settings], out / name))
+    metrics = result.metrics
+    return {
+        "top1": metrics.get("val/acc_top1", float("nan")),
+        "mean_class": metrics.get("val/acc_mean_class", float("nan")),
+        "seconds": time.perf_counter() - start,
+        "checkpoint": result.handover,
+    }
 
 
-def _row(label: str, metrics: dict[str, float], seconds: float) -> str:
-    top1, mean_class = (
-        metrics.get("test/acc_top1", float("nan")),
-        metrics.get("test/acc_mean_class", float("nan")),
-    )
-    return f"| {label:<32} | {100 * top1:6.2f} | {100 * mean_class:10.2f} | {seconds:6.0f} |"
+def _mean_std(values: Sequence[float], sign: str = "") -> str:
+    """``mean ± std`` in percent (sample standard deviation; 0 for one value)."""
+    mean = 100 * statistics.fmean(values)
+    std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:{sign}6.2f} ± {std:4.2f}"
 
 
-def run_quickstart(argv: Sequence[str] | None = None) -> list[dict]:
-    """Run the teacher and every method; return one record per run (also written to results.json)."""
+def table(rows: dict[str, list[dict[str, Any]]], teacher: dict[str, Any], student: str) -> str:
+    """The Markdown table: per method, mean ± std over seeds and the paired gain over the student alone."""
+    base = rows.get("none")
+    lines = [
+        "| method | top-1 | gain | mean-class | gain | s / run |",
+        "|---|---|---|---|---|---|",
+        f"| Teacher | {100 * teacher['top1']:6.2f} | | {100 * teacher['mean_class']:6.2f} | | "
+        f"{teacher['seconds']:.0f} |",
+    ]
+    for method, runs in rows.items():
+        cells = [f"{LABELS.get(method, method)} ({student})"]
+        for key in ("top1", "mean_class"):
+            cells.append(_mean_std([r[key] for r in runs]))
+            paired = [r[key] - b[key] for r, b in zip(runs, base)] if base and method != "none" else []
+            cells.append(_mean_std(paired, "+") if paired else "")
+        cells.append(f"{statistics.fmean(r['seconds'] for r in runs):.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_quickstart(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Train the teacher and every method's students; print and write the table; return the records."""
     args = parse_args(argv)
-    logging.getLogger("lightning").setLevel(logging.WARNING)
-    out = Path(args.out or f"logs/quickstart/{datetime.now():%Y-%m-%d_%H-%M-%S}").resolve()
-    common = [
-        "data=synthetic",
-        "logger=csv",
-        "optimizer=adamw",
-        "scheduler=onecycle",
-        "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
-        *args.overrides,
-    ]
-    teacher_overrides = [
-        *common,
-        "distill=none",
-        f"student.name={args.teacher}",
-        f"trainer.max_epochs={args.teacher_epochs}",
-    ]
-    t_metrics, t_ckpt, t_time = _job("teacher", teacher_overrides, out)
-    rows = [_row(f"Teacher ({args.teacher})", t_metrics, t_time)]
-    results = [{"method": "teacher", "metrics": t_metrics, "seconds": t_time, "checkpoint": t_ckpt}]
-    for method in [m for m in args.methods.split(",") if m]:
-        overrides = [
-            *common,
-            f"distill={method}",
-            f"teacher.name={args.teacher}",
-            f"teacher.checkpoint={t_ckpt}",
-            f"student.name={args.student}",
-            f"trainer.max_epochs={args.student_epochs}",
-        ]
-        metrics, ckpt, seconds = _job(method, overrides, out)
-        rows.append(_row(f"{LABELS.get(method, method)} ({args.student})", metrics, seconds))
-        results.append({"method": method, "metrics": metrics, "seconds": seconds, "checkpoint": ckpt})
-    table = "\n".join(
+    quiet()
+    root = Path(os.environ.get("KDSCENE_ROOT", "."))
+    out = Path(args.out or root / "logs" / "quickstart" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}").resolve()
+    common = ["data=synthetic", *IMAGES, "logger=csv", "optimizer=adamw", "scheduler=onecycle", "test=false"]
+    common += ["callbacks.attention_maps=null", "trainer.enable_progress_bar=false", *args.overrides]
+    common += ["trainer.enable_model_summary=false", "trainer.log_every_n_steps=1"]
+    methods = [m for m in args.methods.split(",") if m]
+    print(f"kdscene quickstart: {len(methods)} methods x {args.seeds} seeds; results in {out}", flush=True)
+    teacher = _run(
+        "teacher",
+        f"Teacher ({args.teacher})",
         [
-            f"| {'method':<32} | top-1  | mean-class | time s |",
-            f"|{'-' * 34}|--------|------------|--------|",
-            *rows,
-        ]
+            *common,
+            *_data(args.teacher_images),
+            "distill=none",
+            f"student.name={args.teacher}",
+            "data.batch_size=64",
+        ],
+        out,
+        args.teacher_epochs,
     )
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(table + "\n")
-    print(f"\nSynthetic scenes, test split (results in {out}):\n{table}")
-    return results
+    student = [*common, *_data(args.student_images), f"student.name={args.student}"]
+    student += [f"teacher.name={args.teacher}", f"teacher.checkpoint={teacher['checkpoint']}"]
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for method in methods:
+        label = LABELS.get(method, method)
+        rows[method] = [
+            _run(
+                f"{method}/seed{seed}",
+                f"{label} (seed {seed})",
+                [*student, f"distill={method}", f"seed={seed}"],
+                out,
+                args.student_epochs,
+            )
+            for seed in range(args.seeds)
+        ]
+    text = table(rows, teacher, args.student)
+    (out / "results.json").write_text(json.dumps({"teacher": teacher, "methods": rows}, indent=1))
+    (out / "results.md").write_text(text + "\n")
+    print(f"\nSynthetic scenes, test split, {args.seeds} seeds (results in {out}):\n{text}", flush=True)
+    return {"teacher": teacher, "methods": rows, "out": str(out)}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -100,9 +100,17 @@ def _with_resume(cfg: DictConfig, recipe: Recipe) -> DictConfig:
     return cfg
 
 
+def report(result: RunResult, output_dir: str) -> str:
+    """The closing lines of a run: its folder and its test metrics."""
+    tested = {k: v for k, v in result.metrics.items() if k.startswith(("test/", "teacher/test_"))}
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(tested.items())) or "no test metrics (test=false)"
+    return f"kdscene: run folder {output_dir}\nkdscene: {shown}"
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     result = train(cfg)
+    print(report(result, cfg.paths.output_dir), flush=True)
     return result.metrics.get(cfg.get("optimized_metric"))
 
 
