@@ -4,20 +4,29 @@ The reader (:mod:`kdscene.data.reader`) knows a dataset's layout; this module ow
 the same for all datasets: transforms, loaders, the file checks and corrupt-image handling. Validation
 and test use the reader's ``"val"`` split (the datasets' official test/val split), as in the papers;
 the best checkpoint is chosen on it, so report it as the papers do.
+
+Loading is independent of torch's global random generator (:mod:`kdscene.data.sampling`): the order of
+epoch ``e`` and the view of sample ``i`` in it are pure functions of ``(sampling_seed, e, i)``, so a run
+resumed from an epoch-end checkpoint sees the same batches as the uninterrupted run. The DataModule
+shards across DDP ranks itself (training padded to equal shards, evaluation not padded, so every
+validation/test sample counts exactly once): use it with ``Trainer(use_distributed_sampler=False)``
+(``conf/trainer/default.yaml``); a distributed Trainer that would re-shard the loaders is refused.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
-from kdscene.data.dataset import ImageListDataset, build_transforms
+from kdscene.data.dataset import DropSkipped, ImageListDataset, build_transforms
 from kdscene.data.reader import KINETICS_MEAN, KINETICS_STD, Reader, Split, check_files
+from kdscene.data.sampling import EpochSampler
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,14 @@ def build_reader(reader: Reader | Callable[[Path], Reader], root: str | Path | N
     return built
 
 
+def uses_lightning_sharding(trainer: object) -> bool:
+    """Whether ``trainer`` runs several processes and would put its own distributed sampler in the loaders."""
+    connector = getattr(trainer, "_accelerator_connector", None)
+    return (
+        bool(getattr(connector, "use_distributed_sampler", False)) and getattr(trainer, "world_size", 1) > 1
+    )
+
+
 class SceneDataModule(L.LightningDataModule):
     """Loaders over a dataset reader; validation, test and predict use the reader's ``"val"`` split.
 
@@ -72,9 +89,15 @@ class SceneDataModule(L.LightningDataModule):
         eval_batch_size: validation/test batch size (default: ``batch_size``).
         num_workers: loader worker processes.
         pin_memory: pin host memory (useful with GPUs).
-        skip_corrupt: skip undecodable images (warning + count) instead of raising.
+        skip_corrupt: leave undecodable images out instead of raising: the sample is dropped from its
+            batch (a warning per file), so a batch may be one short, or empty (then images
+            ``(0, 3, s, s)`` and labels ``(0,)``: the step must skip it).
         check_files: check at set-up that every listed image file exists (one ``stat`` per image).
         draft: decode JPEGs at reduced scale when they are much larger than ``resize``.
+        sampling_seed: seeds each epoch's order and each sample's augmentation (the run's seed).
+        return_index: training batches are ``(images, labels, indices)`` with each sample's int64
+            position in the training split (for memory banks, teacher caches); evaluation batches stay
+            ``(images, labels)``.
     """
 
     def __init__(
@@ -95,6 +118,8 @@ class SceneDataModule(L.LightningDataModule):
         skip_corrupt: bool = False,
         check_files: bool = True,
         draft: bool = True,
+        sampling_seed: int = 0,
+        return_index: bool = False,
     ) -> None:
         super().__init__()
         if train_crop not in TRAIN_CROPS:
@@ -107,6 +132,7 @@ class SceneDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.skip_corrupt, self.check_files, self.draft = skip_corrupt, check_files, draft
+        self.sampling_seed, self.return_index = int(sampling_seed), return_index
         self.datasets: dict[str, ImageListDataset] = {}
 
     @property
@@ -118,14 +144,22 @@ class SceneDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def draft_size(self) -> int | None:
+        """The smallest side JPEG drafts keep, or ``None`` (full decoding)."""
+        return (self.resize or self.image_size) if self.draft else None
+
     def prepare_data(self) -> None:
         """Let the reader create its files (the synthetic scenes); once per node, before ``setup``."""
         self.reader.prepare()
 
-    def _make_dataset(self, split: Split) -> ImageListDataset:
+    def _checked_pairs(self, split: Split) -> list[tuple[Hashable, int]]:
         found = self.reader.samples(split)
         if self.check_files:
             check_files(found.pairs, self.reader.root, self.reader.LAYOUT, found.source)
+        return found.pairs
+
+    def _make_dataset(self, split: Split) -> ImageListDataset:
         transform = build_transforms(
             split == "train",
             self.image_size,
@@ -136,8 +170,15 @@ class SceneDataModule(L.LightningDataModule):
             self.std,
             self.crop_padding,
         )
-        draft = (self.resize or self.image_size) if self.draft else None
-        return ImageListDataset(self.reader, found.pairs, transform, self.skip_corrupt, draft)
+        return ImageListDataset(
+            self.reader,
+            self._checked_pairs(split),
+            transform,
+            self.skip_corrupt,
+            self.draft_size,
+            self.sampling_seed,
+            return_index=self.return_index and split == "train",
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if not self.reader.root.exists():  # outside a Trainer, which would have called prepare_data
@@ -155,16 +196,24 @@ class SceneDataModule(L.LightningDataModule):
         )
 
     def _loader(self, split: str, train: bool) -> DataLoader:
+        if uses_lightning_sharding(self.trainer):
+            raise ValueError(
+                "SceneDataModule shards its loaders across ranks itself (training padded, evaluation not); "
+                "create the Trainer with use_distributed_sampler=False (conf/trainer/default.yaml sets it)"
+            )
         if split not in self.datasets:
             self.setup("fit" if train else "test")
+        dataset = self.datasets[split]
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=EpochSampler(len(dataset), shuffle=train, seed=self.sampling_seed, pad=train),
             drop_last=False,
             num_workers=self.num_workers,
+            collate_fn=DropSkipped((3, self.image_size, self.image_size), dataset.return_index),
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.sampling_seed),
         )
 
     def train_dataloader(self) -> DataLoader:

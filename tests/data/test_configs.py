@@ -41,6 +41,7 @@ def test_data_config_instantiates_and_reads_the_layout(tmp_path, name):
     write, reader_class, num_classes = WRITERS[name]
     cfg = OmegaConf.load(CONF / "data" / f"{name}.yaml")
     cfg.root = str(tmp_path / "data")
+    cfg.sampling_seed = 7  # ${seed} in the file: the run's seed, absent from a lone data config
     if write is not None:
         write(tmp_path / "data")
     else:  # a smaller synthetic set than the config's: the test checks wiring, not the data
@@ -56,6 +57,7 @@ def test_data_config_instantiates_and_reads_the_layout(tmp_path, name):
     else:  # the DCT recipe
         assert (dm.resize, dm.image_size, dm.train_crop, dm.hflip) == (256, 224, "random", True)
     assert len(dm.mean) == len(dm.std) == 3
+    assert (dm.sampling_seed, dm.return_index) == (7, False)
     dm.prepare_data()
     dm.setup("fit")
     assert len(dm.datasets["train"]) > 0 and len(dm.datasets["val"]) > 0
@@ -93,3 +95,17 @@ def test_moved_keys_exist_at_their_new_place_and_nowhere_at_the_old_one():
 def test_a_moved_key_is_overridden_at_its_new_place():
     cfg = _composed("sun397", ["data.reader.partition=3", "data.root=/data/SUN397", "data.batch_size=64"])
     assert (cfg.data.reader.partition, cfg.data.root, cfg.data.batch_size) == (3, "/data/SUN397", 64)
+
+
+def test_the_sampling_seed_is_the_run_seed_and_lightning_does_not_shard():
+    for name in DATA_CONFIGS:
+        cfg = _composed(name, ["seed=123"])
+        assert cfg.data.sampling_seed == 123 and cfg.data.return_index is False, name
+        assert cfg.trainer.use_distributed_sampler is False
+    assert _composed("synthetic").data.sampling_seed == _composed("synthetic").seed
+
+
+def test_file_checks_keep_their_value_under_the_new_name():
+    for name in DATA_CONFIGS:
+        cfg = OmegaConf.load(CONF / "data" / f"{name}.yaml")
+        assert cfg.get("check_files", True) is True, name
