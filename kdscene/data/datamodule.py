@@ -24,13 +24,15 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from kdscene.data.checks import DecodeCache, cache_dir, check_mode, find_undecodable
 from kdscene.data.dataset import DropSkipped, ImageListDataset, build_transforms
-from kdscene.data.reader import KINETICS_MEAN, KINETICS_STD, Reader, Split, check_files
+from kdscene.data.reader import KINETICS_MEAN, KINETICS_STD, CorruptImageError, Reader, Split, check_files
 from kdscene.data.sampling import EpochSampler
 
 log = logging.getLogger(__name__)
 
 TRAIN_CROPS = ("random", "random_resized", "center")
+SHOWN = 5  # corrupt files named in a message
 
 
 def build_reader(reader: Reader | Callable[[Path], Reader], root: str | Path | None) -> Reader:
@@ -87,12 +89,15 @@ class SceneDataModule(L.LightningDataModule):
         mean, std: normalisation statistics (default: the DCT code's, i.e. Kinetics).
         batch_size: training batch size per process.
         eval_batch_size: validation/test batch size (default: ``batch_size``).
-        num_workers: loader worker processes.
+        num_workers: loader worker processes (and threads of the decode check).
         pin_memory: pin host memory (useful with GPUs).
-        skip_corrupt: leave undecodable images out instead of raising: the sample is dropped from its
+        skip_corrupt: leave undecodable images out instead of raising: found by the decode check they
+            are dropped from the split (one warning); met while loading, the sample is dropped from its
             batch (a warning per file), so a batch may be one short, or empty (then images
             ``(0, 3, s, s)`` and labels ``(0,)``: the step must skip it).
-        check_files: check at set-up that every listed image file exists (one ``stat`` per image).
+        check_files: before training, ``"exists"`` (or ``True``): every listed image exists (one
+            ``stat`` each); ``"decode"``: every image of the splits decodes (in ``num_workers`` threads,
+            remembered across runs, see :mod:`kdscene.data.checks`); ``False``: no check.
         draft: decode JPEGs at reduced scale when they are much larger than ``resize``.
         sampling_seed: seeds each epoch's order and each sample's augmentation (the run's seed).
         return_index: training batches are ``(images, labels, indices)`` with each sample's int64
@@ -116,7 +121,7 @@ class SceneDataModule(L.LightningDataModule):
         num_workers: int = 4,
         pin_memory: bool = False,
         skip_corrupt: bool = False,
-        check_files: bool = True,
+        check_files: bool | Literal["exists", "decode"] = "exists",
         draft: bool = True,
         sampling_seed: int = 0,
         return_index: bool = False,
@@ -131,9 +136,10 @@ class SceneDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
-        self.skip_corrupt, self.check_files, self.draft = skip_corrupt, check_files, draft
+        self.skip_corrupt, self.check_files, self.draft = skip_corrupt, check_mode(check_files), draft
         self.sampling_seed, self.return_index = int(sampling_seed), return_index
         self.datasets: dict[str, ImageListDataset] = {}
+        self.corrupt: dict[str, list[Hashable]] = {}  # what the decode check left out, by split
 
     @property
     def classes(self) -> list[str]:
@@ -150,14 +156,45 @@ class SceneDataModule(L.LightningDataModule):
         return (self.resize or self.image_size) if self.draft else None
 
     def prepare_data(self) -> None:
-        """Let the reader create its files (the synthetic scenes); once per node, before ``setup``."""
+        """Let the reader create its files; with ``check_files="decode"``, decode the images once.
+
+        Lightning calls this once per node before ``setup`` on every rank, so the ranks' checks then
+        find every image in the decode cache. Outside fitting only the ``"val"`` split is decoded.
+        """
         self.reader.prepare()
+        if self.check_files == "decode":
+            fitting = getattr(getattr(self.trainer, "state", None), "fn", "fit") == "fit"
+            for split in ("train", "val") if fitting else ("val",):
+                self._undecodable(self.reader.samples(split).pairs)
+
+    def _undecodable(self, pairs: Sequence[tuple[Hashable, int]]) -> list[Hashable]:
+        cache = DecodeCache(cache_dir() / "decoded.sqlite")
+        items = [item for item, _ in pairs]
+        return find_undecodable(self.reader, items, self.draft_size, self.num_workers, cache)
 
     def _checked_pairs(self, split: Split) -> list[tuple[Hashable, int]]:
+        """The split's pairs after ``check_files``: raises on missing or (unless skipped) corrupt images."""
         found = self.reader.samples(split)
-        if self.check_files:
+        if self.check_files is not None:
             check_files(found.pairs, self.reader.root, self.reader.LAYOUT, found.source)
-        return found.pairs
+        if self.check_files != "decode":
+            return found.pairs
+        bad = self._undecodable(found.pairs)
+        if not bad:
+            return found.pairs
+        named = ", ".join(str(item) for item in bad[:SHOWN]) + (", ..." if len(bad) > SHOWN else "")
+        if not self.skip_corrupt:
+            raise CorruptImageError(
+                f"{self.reader.NAME}: {len(bad)} image(s) listed in {found.source} cannot be decoded: "
+                f"{named}. Replace or remove them, or set skip_corrupt=true (data.skip_corrupt=true) to "
+                "leave them out"
+            )
+        log.warning(
+            "%s: leaving out %d corrupt image(s) of %s: %s", self.reader.NAME, len(bad), found.source, named
+        )
+        self.corrupt[split] = bad
+        dropped = set(bad)
+        return [(item, label) for item, label in found.pairs if item not in dropped]
 
     def _make_dataset(self, split: Split) -> ImageListDataset:
         transform = build_transforms(
