@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from kdscene.data.ade20k import ADE20KScenes
 from kdscene.data.cifar100 import CIFAR100, CIFAR100_MEAN, CIFAR100_STD
 from kdscene.data.dataset import ImageListDataset, build_transforms
+from kdscene.data.imagenet import ImageNet
 from kdscene.data.mit_indoor import MITIndoor67
 from kdscene.data.places365 import Places365
 from kdscene.data.reader import (
@@ -23,6 +24,7 @@ from kdscene.data.reader import (
     Reader,
     Samples,
 )
+from kdscene.data.sampling import EpochSampler
 from kdscene.data.sun397 import SUN397
 from kdscene.data.synthetic import SyntheticScenes, generate_synthetic_scenes
 
@@ -49,7 +51,9 @@ __all__ = [
     "KINETICS_STD",
     "CorruptImageError",
     "DatasetLayoutError",
+    "EpochSampler",
     "ImageListDataset",
+    "ImageNet",
     "MITIndoor67",
     "Places365",
     "Reader",

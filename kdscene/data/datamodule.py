@@ -4,24 +4,35 @@ The reader (:mod:`kdscene.data.reader`) knows a dataset's layout; this module ow
 the same for all datasets: transforms, loaders, the file checks and corrupt-image handling. Validation
 and test use the reader's ``"val"`` split (the datasets' official test/val split), as in the papers;
 the best checkpoint is chosen on it, so report it as the papers do.
+
+Loading is independent of torch's global random generator (:mod:`kdscene.data.sampling`): the order of
+epoch ``e`` and the view of sample ``i`` in it are pure functions of ``(sampling_seed, e, i)``, so a run
+resumed from an epoch-end checkpoint sees the same batches as the uninterrupted run. The DataModule
+shards across DDP ranks itself (training padded to equal shards, evaluation not padded, so every
+validation/test sample counts exactly once): use it with ``Trainer(use_distributed_sampler=False)``
+(``conf/trainer/default.yaml``); a distributed Trainer that would re-shard the loaders is refused.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
-from kdscene.data.dataset import ImageListDataset, build_transforms
-from kdscene.data.reader import KINETICS_MEAN, KINETICS_STD, Reader, Split, check_files
+from kdscene.data.checks import DecodeCache, cache_dir, check_mode, find_undecodable
+from kdscene.data.dataset import DropSkipped, ImageListDataset, build_transforms
+from kdscene.data.reader import KINETICS_MEAN, KINETICS_STD, CorruptImageError, Reader, Split, check_files
+from kdscene.data.sampling import EpochSampler
 
 log = logging.getLogger(__name__)
 
 TRAIN_CROPS = ("random", "random_resized", "center")
+SHOWN = 5  # corrupt files named in a message
 
 
 def build_reader(reader: Reader | Callable[[Path], Reader], root: str | Path | None) -> Reader:
@@ -53,6 +64,14 @@ def build_reader(reader: Reader | Callable[[Path], Reader], root: str | Path | N
     return built
 
 
+def uses_lightning_sharding(trainer: object) -> bool:
+    """Whether ``trainer`` runs several processes and would put its own distributed sampler in the loaders."""
+    connector = getattr(trainer, "_accelerator_connector", None)
+    return (
+        bool(getattr(connector, "use_distributed_sampler", False)) and getattr(trainer, "world_size", 1) > 1
+    )
+
+
 class SceneDataModule(L.LightningDataModule):
     """Loaders over a dataset reader; validation, test and predict use the reader's ``"val"`` split.
 
@@ -70,11 +89,20 @@ class SceneDataModule(L.LightningDataModule):
         mean, std: normalisation statistics (default: the DCT code's, i.e. Kinetics).
         batch_size: training batch size per process.
         eval_batch_size: validation/test batch size (default: ``batch_size``).
-        num_workers: loader worker processes.
+        num_workers: loader worker processes (and threads of the decode check).
         pin_memory: pin host memory (useful with GPUs).
-        skip_corrupt: skip undecodable images (warning + count) instead of raising.
-        check_files: check at set-up that every listed image file exists (one ``stat`` per image).
+        skip_corrupt: leave undecodable images out instead of raising: found by the decode check they
+            are dropped from the split (one warning); met while loading, the sample is dropped from its
+            batch (a warning per file), so a batch may be one short, or empty (then images
+            ``(0, 3, s, s)`` and labels ``(0,)``: the step must skip it).
+        check_files: before training, ``"exists"`` (or ``True``): every listed image exists (one
+            ``stat`` each); ``"decode"``: every image of the splits decodes (in ``num_workers`` threads,
+            remembered across runs, see :mod:`kdscene.data.checks`); ``False``: no check.
         draft: decode JPEGs at reduced scale when they are much larger than ``resize``.
+        sampling_seed: seeds each epoch's order and each sample's augmentation (the run's seed).
+        return_index: training batches are ``(images, labels, indices)`` with each sample's int64
+            position in the training split (for memory banks, teacher caches); evaluation batches stay
+            ``(images, labels)``.
     """
 
     def __init__(
@@ -93,8 +121,10 @@ class SceneDataModule(L.LightningDataModule):
         num_workers: int = 4,
         pin_memory: bool = False,
         skip_corrupt: bool = False,
-        check_files: bool = True,
+        check_files: bool | Literal["exists", "decode"] = "exists",
         draft: bool = True,
+        sampling_seed: int = 0,
+        return_index: bool = False,
     ) -> None:
         super().__init__()
         if train_crop not in TRAIN_CROPS:
@@ -106,8 +136,10 @@ class SceneDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
-        self.skip_corrupt, self.check_files, self.draft = skip_corrupt, check_files, draft
+        self.skip_corrupt, self.check_files, self.draft = skip_corrupt, check_mode(check_files), draft
+        self.sampling_seed, self.return_index = int(sampling_seed), return_index
         self.datasets: dict[str, ImageListDataset] = {}
+        self.corrupt: dict[str, list[Hashable]] = {}  # what the decode check left out, by split
 
     @property
     def classes(self) -> list[str]:
@@ -118,14 +150,53 @@ class SceneDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def draft_size(self) -> int | None:
+        """The smallest side JPEG drafts keep, or ``None`` (full decoding)."""
+        return (self.resize or self.image_size) if self.draft else None
+
     def prepare_data(self) -> None:
-        """Let the reader create its files (the synthetic scenes); once per node, before ``setup``."""
+        """Let the reader create its files; with ``check_files="decode"``, decode the images once.
+
+        Lightning calls this once per node before ``setup`` on every rank, so the ranks' checks then
+        find every image in the decode cache. Outside fitting only the ``"val"`` split is decoded.
+        """
         self.reader.prepare()
+        if self.check_files == "decode":
+            fitting = getattr(getattr(self.trainer, "state", None), "fn", "fit") == "fit"
+            for split in ("train", "val") if fitting else ("val",):
+                self._undecodable(self.reader.samples(split).pairs)
+
+    def _undecodable(self, pairs: Sequence[tuple[Hashable, int]]) -> list[Hashable]:
+        cache = DecodeCache(cache_dir() / "decoded.sqlite")
+        items = [item for item, _ in pairs]
+        return find_undecodable(self.reader, items, self.draft_size, self.num_workers, cache)
+
+    def _checked_pairs(self, split: Split) -> list[tuple[Hashable, int]]:
+        """The split's pairs after ``check_files``: raises on missing or (unless skipped) corrupt images."""
+        found = self.reader.samples(split)
+        if self.check_files is not None:
+            check_files(found.pairs, self.reader.root, self.reader.LAYOUT, found.source)
+        if self.check_files != "decode":
+            return found.pairs
+        bad = self._undecodable(found.pairs)
+        if not bad:
+            return found.pairs
+        named = ", ".join(str(item) for item in bad[:SHOWN]) + (", ..." if len(bad) > SHOWN else "")
+        if not self.skip_corrupt:
+            raise CorruptImageError(
+                f"{self.reader.NAME}: {len(bad)} image(s) listed in {found.source} cannot be decoded: "
+                f"{named}. Replace or remove them, or set skip_corrupt=true (data.skip_corrupt=true) to "
+                "leave them out"
+            )
+        log.warning(
+            "%s: leaving out %d corrupt image(s) of %s: %s", self.reader.NAME, len(bad), found.source, named
+        )
+        self.corrupt[split] = bad
+        dropped = set(bad)
+        return [(item, label) for item, label in found.pairs if item not in dropped]
 
     def _make_dataset(self, split: Split) -> ImageListDataset:
-        found = self.reader.samples(split)
-        if self.check_files:
-            check_files(found.pairs, self.reader.root, self.reader.LAYOUT, found.source)
         transform = build_transforms(
             split == "train",
             self.image_size,
@@ -136,8 +207,15 @@ class SceneDataModule(L.LightningDataModule):
             self.std,
             self.crop_padding,
         )
-        draft = (self.resize or self.image_size) if self.draft else None
-        return ImageListDataset(self.reader, found.pairs, transform, self.skip_corrupt, draft)
+        return ImageListDataset(
+            self.reader,
+            self._checked_pairs(split),
+            transform,
+            self.skip_corrupt,
+            self.draft_size,
+            self.sampling_seed,
+            return_index=self.return_index and split == "train",
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if not self.reader.root.exists():  # outside a Trainer, which would have called prepare_data
@@ -155,16 +233,24 @@ class SceneDataModule(L.LightningDataModule):
         )
 
     def _loader(self, split: str, train: bool) -> DataLoader:
+        if uses_lightning_sharding(self.trainer):
+            raise ValueError(
+                "SceneDataModule shards its loaders across ranks itself (training padded, evaluation not); "
+                "create the Trainer with use_distributed_sampler=False (conf/trainer/default.yaml sets it)"
+            )
         if split not in self.datasets:
             self.setup("fit" if train else "test")
+        dataset = self.datasets[split]
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=EpochSampler(len(dataset), shuffle=train, seed=self.sampling_seed, pad=train),
             drop_last=False,
             num_workers=self.num_workers,
+            collate_fn=DropSkipped((3, self.image_size, self.image_size), dataset.return_index),
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.sampling_seed),
         )
 
     def train_dataloader(self) -> DataLoader:

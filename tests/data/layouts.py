@@ -225,3 +225,75 @@ def make_cifar100(root: Path, n_train: int = 10, n_test: int = 6, num_classes: i
     with open(data / "meta", "wb") as f:
         pickle.dump(meta, f, protocol=2)
     return written
+
+
+# unsorted on purpose: label order is the sorted wnids; the devkit's ILSVRC2012_IDs follow this order
+IMAGENET_WNIDS = ("n02119789", "n01440764", "n04592741", "n01443537")
+
+
+def make_imagenet(
+    root: Path,
+    wnids: Sequence[str] = IMAGENET_WNIDS,
+    n_train: int = 3,
+    n_val: int = 2,
+    flat_val: bool = False,
+    size: int = 12,
+) -> dict[str, str]:
+    """ILSVRC-2012: ``train/<wnid>/<wnid>_<k>.JPEG``; ``val/`` in class folders or flat (``flat_val``).
+
+    Like ImageFolder, the reader must take a nested image, a ``.png`` and lower-case ``.jpeg`` and skip a
+    text file. Validation images ``ILSVRC2012_val_<k>.JPEG`` cycle through the classes. A flat ``val/``
+    gets no label file: write one with :func:`write_imagenet_labels`. Returns {val file name: wnid}.
+    """
+    seed = 300
+    for wnid in wnids:
+        for k in range(n_train):
+            write_image(root / "train" / wnid / f"{wnid}_{k}.JPEG", seed, size)
+            seed += 1
+    write_image(root / "train" / wnids[0] / "nested" / "deeper.png", 5, size)
+    write_image(root / "train" / wnids[1] / f"{wnids[1]}_x.jpeg", 6, size)
+    (root / "train" / wnids[1] / "notes.txt").write_text("not an image\n")
+    truth = {
+        f"ILSVRC2012_val_{k:08d}.JPEG": wnids[(k * 3) % len(wnids)] for k in range(1, n_val * len(wnids) + 1)
+    }
+    for k, (name, wnid) in enumerate(truth.items()):
+        write_image(root / "val" / ("" if flat_val else wnid) / name, 400 + k, size)
+    return truth
+
+
+def write_imagenet_labels(root: Path, truth: dict[str, str], kind: str, folder: str = "") -> Path:
+    """Write the labels of a flat ``val/`` as ``kind`` into ``root/folder``; return the file.
+
+    ``kind``: ``"csv"`` (Kaggle's LOC_val_solution.csv, rows not in file order), ``"wnid"``
+    (val_labels.txt), ``"index"`` (Caffe's val.txt, 0-based sorted-wnid indices) or ``"devkit"``
+    (ILSVRC2012_validation_ground_truth.txt and meta.mat, whose ILSVRC2012_IDs follow ``IMAGENET_WNIDS``
+    and hold one non-leaf synset).
+    """
+    out = root / folder
+    out.mkdir(parents=True, exist_ok=True)
+    wnids = sorted(set(truth.values()) | set(IMAGENET_WNIDS))
+    if kind == "csv":
+        rows = [
+            f"{name.removesuffix('.JPEG')},{w} 10 20 30 40 {w} 1 2 3 4" for name, w in reversed(truth.items())
+        ]
+        path = out / "LOC_val_solution.csv"
+        path.write_text("ImageId,PredictionString\n" + "\n".join(rows) + "\n")
+    elif kind in ("wnid", "index"):
+        path = out / ("val_labels.txt" if kind == "wnid" else "val.txt")
+        labels = {n: (w if kind == "wnid" else str(wnids.index(w))) for n, w in truth.items()}
+        path.write_text("".join(f"{n} {label}\n" for n, label in labels.items()))
+    elif kind == "devkit":
+        from scipy.io import savemat
+
+        ids = {w: i for i, w in enumerate(IMAGENET_WNIDS, 1)}
+        path = out / "ILSVRC2012_validation_ground_truth.txt"
+        path.write_text("".join(f"{ids[truth[n]]}\n" for n in sorted(truth)))
+        fields = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("num_children", "O")]
+        synsets = np.array(
+            [(i, w, f"words of {w}", 0) for w, i in ids.items()] + [(1001, "n00001740", "entity", 3)],
+            dtype=fields,
+        )
+        savemat(out / "meta.mat", {"synsets": synsets})
+    else:
+        raise ValueError(f"unknown label file kind {kind!r}")
+    return path

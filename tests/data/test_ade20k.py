@@ -85,7 +85,7 @@ def test_a_listed_image_that_does_not_exist_is_named(tmp_path):
     assert str(gone) in str(err.value) and "Expected layout" in str(err.value)
 
 
-def test_a_corrupt_image_raises_naming_it_and_skip_corrupt_counts_it(tmp_path):
+def test_a_corrupt_image_raises_naming_it_and_skip_corrupt_drops_and_counts_it(tmp_path):
     make_ade20k(tmp_path)
     bad = tmp_path / "ADEChallengeData2016" / "images" / "training" / "ADE_train_00000001.jpg"
     write_corrupt(bad)
@@ -96,6 +96,7 @@ def test_a_corrupt_image_raises_naming_it_and_skip_corrupt_counts_it(tmp_path):
     dm = _dm(tmp_path, skip_corrupt=True)
     dm.setup("fit")
     train = dm.datasets["train"]
-    assert train[0][1] == train.samples[1][1]
-    assert sum(len(y) for _, y in dm.train_dataloader()) == len(train)
+    assert train.samples[0][0] == bad and train[0] is None
+    labels = sorted(int(v) for _, y in dm.train_dataloader() for v in y)
+    assert labels == sorted(y for _, y in train.samples[1:])  # dropped, not replaced by another sample
     assert train.skipped == {bad}

@@ -8,6 +8,7 @@ from torchvision import transforms as T
 from torchvision.datasets import CIFAR100 as TorchvisionCIFAR100
 
 from kdscene.data import CIFAR100, CIFAR100_MEAN, CIFAR100_STD, DatasetLayoutError, SceneDataModule
+from kdscene.data.sampling import view_seed
 from tests.data.layouts import make_cifar100
 
 # RepDistiller's recipe, as conf/data/cifar100.yaml sets it
@@ -57,10 +58,9 @@ def test_training_crops_are_windows_of_the_image_zero_padded_by_four(tmp_path):
     original = torch.from_numpy(written["train"][0][0]).permute(2, 0, 1).float() / 255
     padded = torch.nn.functional.pad(original, (4, 4, 4, 4))
     windows = {(i, j): padded[:, i : i + 32, j : j + 32] for i in range(9) for j in range(9)}
-    torch.manual_seed(0)
     offsets = set()
-    for _ in range(30):
-        crop = dm.datasets["train"][0][0]
+    for epoch in range(30):  # one view per epoch
+        crop = dm.datasets["train"][(epoch, 0)][0]
         found = [k for k, w in windows.items() if torch.allclose(crop, w, atol=1e-6)]
         assert found, "a training crop is not a window of the 4-padded image"
         offsets.add(found[0])
@@ -105,9 +105,8 @@ def test_tensors_equal_the_former_cifar_pipeline_on_the_raw_array(tmp_path, imag
     for split, file, train in (("train", "train", True), ("val", "test", False)):
         reference = _old_pipeline(train, image_size, resize, crop_padding)
         for i, raw in enumerate(written[file][0]):
-            torch.manual_seed(100 + i)
-            ours, label = dm.datasets[split][i]
-            torch.manual_seed(100 + i)
+            ours, label = dm.datasets[split][(100 + i, i)]  # epoch 100 + i
+            torch.manual_seed(view_seed(dm.sampling_seed, 100 + i, i))  # the view's declared generator
             expected = reference(Image.fromarray(raw))
             assert torch.equal(ours, expected) and label == written[file][1][i]
 

@@ -11,7 +11,19 @@ from kdscene.data import SUN397, MITIndoor67, Reader, SceneDataModule
 from tests.data.layouts import make_mit_indoor, make_sun397
 from tests.data.tiny import tiny_datamodule
 
-READER_MODULES = ("reader", "dataset", "mit_indoor", "places365", "sun397", "ade20k", "cifar100", "synthetic")
+READER_MODULES = (
+    "reader",
+    "dataset",
+    "sampling",
+    "checks",
+    "mit_indoor",
+    "places365",
+    "sun397",
+    "ade20k",
+    "cifar100",
+    "synthetic",
+    "imagenet",
+)
 
 
 def test_a_reader_instance_and_a_factory_with_root_give_the_same_samples(tmp_path):
@@ -90,7 +102,8 @@ def test_reader_files_import_no_lightning():
     code = (
         f"import sys; import {modules}; "
         "from kdscene.data import MITIndoor67, Places365, SUN397, ADE20KScenes, CIFAR100, SyntheticScenes; "
-        "bad = [m for m in ('lightning', 'pytorch_lightning', 'hydra', 'omegaconf', "
+        "from kdscene.data import ImageNet, EpochSampler; "
+        "bad = [m for m in ('lightning', 'pytorch_lightning', 'hydra', 'omegaconf', 'scipy', "
         "'kdscene.data.datamodule') if m in sys.modules]; "
         "assert not bad, bad; "
         "from kdscene.data import SceneDataModule; "

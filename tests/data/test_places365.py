@@ -160,7 +160,7 @@ def test_a_listed_image_that_does_not_exist_is_named(tmp_path):
     assert str(gone) in str(err.value) and "Expected layout" in str(err.value)
 
 
-def test_a_corrupt_image_raises_naming_it_and_skip_corrupt_counts_it(tmp_path):
+def test_a_corrupt_image_raises_naming_it_and_skip_corrupt_drops_and_counts_it(tmp_path):
     make_places365_devkit(tmp_path)
     bad = tmp_path / "val_256" / "Places365_val_00000001.jpg"
     write_corrupt(bad)
@@ -171,9 +171,9 @@ def test_a_corrupt_image_raises_naming_it_and_skip_corrupt_counts_it(tmp_path):
     dm = _dm(tmp_path, skip_corrupt=True)
     dm.setup("test")
     val = dm.datasets["val"]
-    image, label = val[0]
-    assert label == val.samples[1][1] and image.shape == (3, 8, 8)
-    assert sum(len(y) for _, y in dm.test_dataloader()) == len(val)
+    assert val.samples[0][0] == bad and val[0] is None
+    labels = [int(v) for _, y in dm.test_dataloader() for v in y]
+    assert labels == [y for _, y in val.samples[1:]]  # counted once each, the bad one not at all
     assert val.skipped == {bad}
 
 
