@@ -229,6 +229,8 @@ class DistillationModule(L.LightningModule):
         self, batch: Sequence[Tensor], split: str, metrics: MetricCollection, batch_idx: int = 0
     ) -> Tensor | None:
         images, labels = batch[0], batch[1]
+        if labels.numel() == 0:  # every image of the batch was corrupt and dropped (data.skip_corrupt)
+            return self._no_update() if split == "train" else None
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         student, teacher = self.features(images)
@@ -237,7 +239,7 @@ class DistillationModule(L.LightningModule):
             teacher = dataclasses.replace(teacher, indices=batch[2]) if teacher is not None else None
         terms = self.loss_terms(student, teacher, labels)
         if split == "train" and self._skip_nonfinite(terms, batch_idx):
-            return None
+            return self._no_update()
         loss = torch.stack([v.float() for v in terms.values()]).sum()
         bs = images.shape[0]
         self.log(
@@ -276,6 +278,13 @@ class DistillationModule(L.LightningModule):
         self.nonfinite_skips += 1
         self.log("train/nonfinite_skips", float(self.nonfinite_skips), on_step=False, on_epoch=True)
         return True
+
+    def _no_update(self) -> Tensor | None:
+        """Skip this step: ``None`` on one device; under DDP, where a rank that skips alone would leave
+        the others waiting in the gradient all-reduce, a zero loss (zero gradients) instead."""
+        if self.trainer.world_size == 1:
+            return None
+        return torch.stack([p.sum() for p in self.trainable_parameters()]).sum() * 0.0
 
     def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor | None:
         return self._shared_step(batch, "train", self.train_metrics, batch_idx)

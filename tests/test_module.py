@@ -3,6 +3,7 @@
 import copy
 from functools import partial
 
+import lightning as L
 import pytest
 import torch
 
@@ -176,3 +177,78 @@ def test_a_third_batch_element_reaches_the_losses_as_indices():
     batch = (torch.randn(2, 3, 32, 32), torch.tensor([0, 1]), torch.tensor([5, 9]))
     module._shared_step(batch, "val", module.val_metrics)
     assert seen["indices"].tolist() == [5, 9]
+
+
+class _NaNOnBatch(torch.nn.Module):
+    """A loss term that is NaN on one chosen batch of every epoch and 0 elsewhere."""
+
+    needs_teacher = False
+
+    def __init__(self, batch: int) -> None:
+        super().__init__()
+        self.batch, self.calls = batch, 0
+
+    def forward(self, s, t, y):
+        bad = self.training and self.calls % 3 == self.batch
+        self.calls += int(self.training)
+        return {"spike": s.logits.sum() * (float("nan") if bad else 0.0)}
+
+
+def _module_with(term, **kw):
+    return DistillationModule(
+        student=BackboneSpec("cifar_resnet8", 3),
+        distill={"ce": CrossEntropyLoss(), "spike": term},
+        optimizer=partial(torch.optim.SGD, lr=0.05),
+        image_size=32,
+        **kw,
+    )
+
+
+def test_a_nonfinite_term_stops_the_run_naming_it_before_any_checkpoint(tmp_path):
+    from kdscene.nonfinite import NonFiniteError
+
+    trainer = tiny_trainer(tmp_path, max_epochs=2)  # 24 images, batch 8: 3 batches per epoch
+    with pytest.raises(NonFiniteError, match=r"spike=nan at epoch 0, batch 1"):
+        trainer.fit(_module_with(_NaNOnBatch(1)), datamodule=TinyDataModule())
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_skip_mode_skips_and_counts_the_nonfinite_steps(tmp_path):
+    changed = {}
+
+    class Watch(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.before = pl_module.student.fc.weight.detach().clone()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            changed[(trainer.current_epoch, batch_idx)] = not torch.equal(
+                self.before, pl_module.student.fc.weight
+            )
+
+    module = _module_with(_NaNOnBatch(1), nonfinite="skip")
+    trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[Watch()])
+    trainer.fit(module, datamodule=TinyDataModule())
+    assert module.nonfinite_skips == 2
+    assert [k for k, v in changed.items() if not v] == [(0, 1), (1, 1)]  # only the NaN steps left no trace
+    assert all(torch.isfinite(p).all() for p in module.student.parameters())
+    assert trainer.callback_metrics["train/nonfinite_skips"] == 2
+
+
+def test_nonfinite_weights_are_never_written_to_a_checkpoint(tmp_path):
+    from kdscene.nonfinite import NonFiniteError
+
+    class Poison(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            with torch.no_grad():
+                pl_module.student.fc.weight[0, 0] = float("inf")
+
+    trainer = tiny_trainer(tmp_path, max_epochs=1, callbacks=[Poison()], num_sanity_val_steps=0)
+    with pytest.raises(NonFiniteError, match=r"non-finite by the end of epoch 0 \(student.fc.weight\)"):
+        trainer.fit(make_module(), datamodule=TinyDataModule())
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_an_empty_batch_of_dropped_corrupt_images_is_skipped():
+    module = make_module()
+    empty = (torch.zeros(0, 3, 32, 32), torch.zeros(0, dtype=torch.long))
+    assert module.validation_step(empty, 0) is None

@@ -173,3 +173,32 @@ def test_every_quickstart_row_has_a_distill_config():
 
     missing = [m for m in DEFAULT_METHODS if not (Path(CONFIG_DIR) / "distill" / f"{m}.yaml").is_file()]
     assert not missing and set(DEFAULT_METHODS) <= set(LABELS)
+
+
+def test_a_diverging_learning_rate_stops_with_the_term_named_and_no_checkpoint(tiny_overrides, tmp_path):
+    from kdscene.nonfinite import NonFiniteError
+
+    cfg = compose_config(
+        "train", [*tiny_overrides, "distill=kd", "optimizer.lr=1e6", "trainer.max_epochs=2"], tmp_path / "o"
+    )
+    with pytest.raises(
+        NonFiniteError, match=r"non-finite loss term\(s\) .*(ce|kd)=(nan|inf).* at epoch 0, batch"
+    ):
+        train(cfg)
+    assert not list((tmp_path / "o").rglob("*.ckpt"))
+
+
+def test_a_dct_recipe_that_is_nan_by_construction_is_refused_at_start(tiny_overrides, tmp_path):
+    # at 32 px a ResNet's layer4 is 1x1: with the authors' eps=0 its normalisation is 0/0
+    small = ["data.image_size=32", "data.resize=36", "distill=dct_kd", "debug=fdr"]
+    cfg = compose_config("train", [*tiny_overrides, *small], tmp_path / "o")
+    with pytest.raises(ValueError, match=r"tap 3 \('layer4'\) is 1x1 .* distill.terms.dct.eps"):
+        train(cfg)
+    cfg = compose_config("train", [*tiny_overrides, *small, "distill.terms.dct.eps=1e-8"], tmp_path / "p")
+    loss = train(cfg).metrics["train/loss_dct"]
+    assert loss == loss and abs(loss) != float("inf")  # finite with eps > 0
+
+
+def test_logger_none_trains_without_the_learning_rate_monitor(tiny_overrides, tmp_path):
+    cfg = compose_config("train", [*tiny_overrides, "logger=none", "debug=limit"], tmp_path / "o")
+    assert "test/acc_top1" in train(cfg).metrics
