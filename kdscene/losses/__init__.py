@@ -8,6 +8,7 @@ from kdscene.features import Features, TapInfo
 from kdscene.losses.at import ATLoss, attention_map
 from kdscene.losses.base import DistillLoss
 from kdscene.losses.ce import CrossEntropyLoss
+from kdscene.losses.crd import CRDLoss, crd_nce_loss
 from kdscene.losses.dct import DCTAttentionLoss, dct_frequency_map
 from kdscene.losses.dkd import DKDLoss, dkd_parts
 from kdscene.losses.fam import FAMFusion, FAMKDLoss, FAMModule
@@ -27,6 +28,7 @@ from kdscene.losses.vid import VIDLoss, VIDRegressor
 __all__ = [
     "ABF",
     "ATLoss",
+    "CRDLoss",
     "CrossEntropyLoss",
     "DCTAttentionLoss",
     "DKDLoss",
@@ -52,6 +54,7 @@ __all__ = [
     "VIDLoss",
     "VIDRegressor",
     "attention_map",
+    "crd_nce_loss",
     "dct_frequency_map",
     "dkd_parts",
     "hcl_loss",
