@@ -15,6 +15,7 @@ from kdscene.losses.fam import FAMFusion, FAMKDLoss, FAMModule
 from kdscene.losses.fitnet import FitNetLoss, hint_regressor
 from kdscene.losses.kd import KDLoss, kd_divergence
 from kdscene.losses.local_attention import LocalSelfAttention
+from kdscene.losses.nst import NSTLoss, nst_mmd
 from kdscene.losses.pkt import PKTLoss, pkt_divergence
 from kdscene.losses.review import ABF, ReviewKDLoss, hcl_loss
 from kdscene.losses.rkd import RKDLoss, rkd_angle, rkd_distance
@@ -41,6 +42,7 @@ __all__ = [
     "KDLoss",
     "LinearWarmup",
     "LocalSelfAttention",
+    "NSTLoss",
     "PKTLoss",
     "RKDLoss",
     "ReviewKDLoss",
@@ -62,6 +64,7 @@ __all__ = [
     "kd_divergence",
     "keep_top",
     "load_dictionaries",
+    "nst_mmd",
     "pkt_divergence",
     "rkd_angle",
     "rkd_distance",

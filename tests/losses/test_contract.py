@@ -58,6 +58,7 @@ READS: dict[str, tuple[set[str], set[str]]] = {
     "FAMKDLoss": ({"maps", "pooled"}, {"maps", "pooled"}),
     "FitNetLoss": ({"maps"}, {"maps"}),
     "KDLoss": ({"logits"}, {"logits"}),
+    "NSTLoss": ({"maps"}, {"maps"}),
     "PKTLoss": ({"pooled"}, {"pooled"}),
     "RKDLoss": ({"pooled"}, {"pooled"}),
     "ReviewKDLoss": ({"maps", "pooled"}, {"maps", "pooled"}),
