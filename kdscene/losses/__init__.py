@@ -16,6 +16,7 @@ from kdscene.losses.fitnet import FitNetLoss, hint_regressor
 from kdscene.losses.kd import KDLoss, kd_divergence
 from kdscene.losses.local_attention import LocalSelfAttention
 from kdscene.losses.nst import NSTLoss, nst_mmd
+from kdscene.losses.ofd import OFDLoss, ofd_margin, partial_l2
 from kdscene.losses.pkt import PKTLoss, pkt_divergence
 from kdscene.losses.review import ABF, ReviewKDLoss, hcl_loss
 from kdscene.losses.rkd import RKDLoss, rkd_angle, rkd_distance
@@ -43,6 +44,7 @@ __all__ = [
     "LinearWarmup",
     "LocalSelfAttention",
     "NSTLoss",
+    "OFDLoss",
     "PKTLoss",
     "RKDLoss",
     "ReviewKDLoss",
@@ -65,6 +67,8 @@ __all__ = [
     "keep_top",
     "load_dictionaries",
     "nst_mmd",
+    "ofd_margin",
+    "partial_l2",
     "pkt_divergence",
     "rkd_angle",
     "rkd_distance",

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 from torch import Tensor
+from torchvision.models.resnet import BasicBlock
 
 import kdscene.losses
 from kdscene.losses import DistillLoss, Features, SRMDictionaryLoss, TapInfo
@@ -38,6 +39,16 @@ def _taps(shapes: tuple[tuple[int, int], ...]) -> list[TapInfo]:
 
 S_TAPS, T_TAPS = _taps(STUDENT), _taps(TEACHER)
 
+
+def _preact_teacher() -> torch.nn.Module:
+    """A stand-in teacher whose stages layer1..layer3 end in a torchvision BasicBlock of TEACHER's widths:
+    OFD reads its margins from their ``bn2``."""
+    net = torch.nn.Module()
+    for i, (channels, _) in enumerate(TEACHER):
+        net.add_module(f"layer{i + 1}", torch.nn.Sequential(BasicBlock(channels, channels)))
+    return net
+
+
 # Constructor arguments a loss needs beyond its taps, built from (student_taps, teacher_taps).
 EXTRA_ARGS: dict[str, Callable[[list[TapInfo], list[TapInfo]], dict[str, Any]]] = {
     "SemCKDLoss": lambda s, t: {"batch_size": BATCH},  # its query/key MLPs are built for one batch size
@@ -45,6 +56,11 @@ EXTRA_ARGS: dict[str, Callable[[list[TapInfo], list[TapInfo]], dict[str, Any]]] 
     "SRMLoss": lambda s, t: {"dictionary": SRMDictionaryLoss(t, codeword_multiplier=1.0).coders},
     # the memory bank has one row per training sample (the batches' indices are in range(NUM_SAMPLES))
     "CRDLoss": lambda s, t: {"num_samples": NUM_SAMPLES},
+    # OFD distils the teacher's pre-ReLU taps and reads its margins from the teacher's BatchNorms
+    "OFDLoss": lambda s, t: {
+        "teacher_taps": [replace(tap, name=f"{tap.name}:pre") for tap in t],
+        "teacher_network": _preact_teacher(),
+    },
 }
 
 # Which Features fields each loss reads: (student's, teacher's). DCT's teacher guidance reads the
@@ -59,6 +75,7 @@ READS: dict[str, tuple[set[str], set[str]]] = {
     "FitNetLoss": ({"maps"}, {"maps"}),
     "KDLoss": ({"logits"}, {"logits"}),
     "NSTLoss": ({"maps"}, {"maps"}),
+    "OFDLoss": ({"maps"}, {"maps"}),
     "PKTLoss": ({"pooled"}, {"pooled"}),
     "RKDLoss": ({"pooled"}, {"pooled"}),
     "ReviewKDLoss": ({"maps", "pooled"}, {"maps", "pooled"}),
