@@ -245,7 +245,8 @@ class CRDLoss(DistillLoss):
             raise ValueError("CRDLoss(bank='queue') draws no negatives: every queue row is one")
         device = self.store.student.device
         seed, step = (int(v) for v in self.draws.tolist())
-        generator = torch.Generator(device=device).manual_seed((seed << 32) + step)
+        stream = ((seed & 0xFFFFFFFF) << 32) | (step & 0xFFFFFFFF)  # one stream per (seed, step)
+        generator = torch.Generator(device=device).manual_seed(stream)
         return self.store.draw(
             indices.to(device=device, dtype=torch.long), labels, self.num_negatives, generator
         )
