@@ -8,12 +8,15 @@ from kdscene.features import Features, TapInfo
 from kdscene.losses.at import ATLoss, attention_map
 from kdscene.losses.base import DistillLoss
 from kdscene.losses.ce import CrossEntropyLoss
+from kdscene.losses.crd import CRDLoss, crd_nce_loss
 from kdscene.losses.dct import DCTAttentionLoss, dct_frequency_map
 from kdscene.losses.dkd import DKDLoss, dkd_parts
 from kdscene.losses.fam import FAMFusion, FAMKDLoss, FAMModule
 from kdscene.losses.fitnet import FitNetLoss, hint_regressor
 from kdscene.losses.kd import KDLoss, kd_divergence
 from kdscene.losses.local_attention import LocalSelfAttention
+from kdscene.losses.nst import NSTLoss, nst_mmd
+from kdscene.losses.ofd import OFDLoss, ofd_margin, partial_l2
 from kdscene.losses.pkt import PKTLoss, pkt_divergence
 from kdscene.losses.review import ABF, ReviewKDLoss, hcl_loss
 from kdscene.losses.rkd import RKDLoss, rkd_angle, rkd_distance
@@ -27,6 +30,7 @@ from kdscene.losses.vid import VIDLoss, VIDRegressor
 __all__ = [
     "ABF",
     "ATLoss",
+    "CRDLoss",
     "CrossEntropyLoss",
     "DCTAttentionLoss",
     "DKDLoss",
@@ -39,6 +43,8 @@ __all__ = [
     "KDLoss",
     "LinearWarmup",
     "LocalSelfAttention",
+    "NSTLoss",
+    "OFDLoss",
     "PKTLoss",
     "RKDLoss",
     "ReviewKDLoss",
@@ -52,6 +58,7 @@ __all__ = [
     "VIDLoss",
     "VIDRegressor",
     "attention_map",
+    "crd_nce_loss",
     "dct_frequency_map",
     "dkd_parts",
     "hcl_loss",
@@ -59,6 +66,9 @@ __all__ = [
     "kd_divergence",
     "keep_top",
     "load_dictionaries",
+    "nst_mmd",
+    "ofd_margin",
+    "partial_l2",
     "pkt_divergence",
     "rkd_angle",
     "rkd_distance",

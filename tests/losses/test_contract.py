@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 import torch
 from torch import Tensor
+from torchvision.models.resnet import BasicBlock
 
 import kdscene.losses
 from kdscene.losses import DistillLoss, Features, SRMDictionaryLoss, TapInfo
 
-BATCH, CLASSES = 4, 5
+BATCH, CLASSES, NUM_SAMPLES = 4, 5, 16
 STUDENT = ((8, 8), (16, 4), (32, 2))  # (channels, size) of the three tapped maps
 TEACHER = ((16, 8), (32, 4), (64, 2))
 FIELDS = ("logits", "maps", "pooled")
@@ -38,23 +39,43 @@ def _taps(shapes: tuple[tuple[int, int], ...]) -> list[TapInfo]:
 
 S_TAPS, T_TAPS = _taps(STUDENT), _taps(TEACHER)
 
+
+def _preact_teacher() -> torch.nn.Module:
+    """A stand-in teacher whose stages layer1..layer3 end in a torchvision BasicBlock of TEACHER's widths:
+    OFD reads its margins from their ``bn2``."""
+    net = torch.nn.Module()
+    for i, (channels, _) in enumerate(TEACHER):
+        net.add_module(f"layer{i + 1}", torch.nn.Sequential(BasicBlock(channels, channels)))
+    return net
+
+
 # Constructor arguments a loss needs beyond its taps, built from (student_taps, teacher_taps).
 EXTRA_ARGS: dict[str, Callable[[list[TapInfo], list[TapInfo]], dict[str, Any]]] = {
     "SemCKDLoss": lambda s, t: {"batch_size": BATCH},  # its query/key MLPs are built for one batch size
     # stage 2 needs stage-1 dictionaries: in memory, as a trained SRMDictionaryLoss holds them
     "SRMLoss": lambda s, t: {"dictionary": SRMDictionaryLoss(t, codeword_multiplier=1.0).coders},
+    # the memory bank has one row per training sample (the batches' indices are in range(NUM_SAMPLES))
+    "CRDLoss": lambda s, t: {"num_samples": NUM_SAMPLES},
+    # OFD distils the teacher's pre-ReLU taps and reads its margins from the teacher's BatchNorms
+    "OFDLoss": lambda s, t: {
+        "teacher_taps": [replace(tap, name=f"{tap.name}:pre") for tap in t],
+        "teacher_network": _preact_teacher(),
+    },
 }
 
 # Which Features fields each loss reads: (student's, teacher's). DCT's teacher guidance reads the
 # teacher's logits (pred_guide, default True); ReviewKD and FAM-KD read the pooled vector as a level.
 READS: dict[str, tuple[set[str], set[str]]] = {
     "ATLoss": ({"maps"}, {"maps"}),
+    "CRDLoss": ({"pooled"}, {"pooled"}),
     "CrossEntropyLoss": ({"logits"}, set()),
     "DCTAttentionLoss": ({"maps"}, {"maps", "logits"}),
     "DKDLoss": ({"logits"}, {"logits"}),
     "FAMKDLoss": ({"maps", "pooled"}, {"maps", "pooled"}),
     "FitNetLoss": ({"maps"}, {"maps"}),
     "KDLoss": ({"logits"}, {"logits"}),
+    "NSTLoss": ({"maps"}, {"maps"}),
+    "OFDLoss": ({"maps"}, {"maps"}),
     "PKTLoss": ({"pooled"}, {"pooled"}),
     "RKDLoss": ({"pooled"}, {"pooled"}),
     "ReviewKDLoss": ({"maps", "pooled"}, {"maps", "pooled"}),
@@ -80,7 +101,8 @@ def build(name: str, seed: int = 0, **kw: Any) -> DistillLoss:
 
 
 def features(shapes: tuple[tuple[int, int], ...], seed: int, dtype: torch.dtype = torch.float32) -> Features:
-    """Leaf tensors that require grad: logits for CLASSES classes, the maps and the pooled vector."""
+    """Leaf tensors that require grad: logits for CLASSES classes, the maps and the pooled vector; and the
+    batch's dataset indices, as training batches carry them for a loss with ``needs_indices``."""
     g = torch.Generator().manual_seed(seed)
 
     def leaf(*shape: int) -> Tensor:
@@ -88,7 +110,8 @@ def features(shapes: tuple[tuple[int, int], ...], seed: int, dtype: torch.dtype 
 
     maps = tuple(leaf(BATCH, c, s, s) for c, s in shapes)
     names = tuple(t.name for t in _taps(shapes))
-    return Features(logits=leaf(BATCH, CLASSES), maps=maps, names=names, pooled=leaf(BATCH, shapes[-1][0]))
+    pooled, indices = leaf(BATCH, shapes[-1][0]), torch.arange(3, 3 + BATCH)
+    return Features(logits=leaf(BATCH, CLASSES), maps=maps, names=names, pooled=pooled, indices=indices)
 
 
 def inputs(dtype: torch.dtype = torch.float32) -> tuple[Features, Features, Tensor]:
