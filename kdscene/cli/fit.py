@@ -144,7 +144,9 @@ def _train_size(datamodule: L.LightningDataModule, stage: Stage) -> int | None:
     )
     if not wants:
         return None
-    return len(datamodule.reader.samples("train").pairs)
+    datamodule.prepare_data()  # e.g. generate the synthetic scenes; the Trainer's later call is a no-op
+    datamodule.setup("fit")  # the size after any images dropped by the decode check
+    return len(datamodule.datasets["train"])
 
 
 def _callbacks(cfg: DictConfig, stage: Stage, has_logger: bool) -> list[L.Callback]:

@@ -241,6 +241,7 @@ class SceneDataModule(L.LightningDataModule):
         if split not in self.datasets:
             self.setup("fit" if train else "test")
         dataset = self.datasets[split]
+        dataset.return_index = self.return_index and train  # may be switched on after setup
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
