@@ -221,3 +221,25 @@ def test_every_cell_of_a_table_composes(tmp_path, name):
             assert cfg.paper.published.top1 == expected, (distill, pair)
             with stage_outputs({"dictionary": "dict.ckpt", "predict": "predict.ckpt"}):  # SRM's hand-overs
                 OmegaConf.to_container(cfg.distill, resolve=True)  # every interpolation resolves
+
+
+ROW_FILES = sorted((CONF / "row").glob("*/*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", ROW_FILES, ids=[f"{p.parent.name}/{p.stem}" for p in ROW_FILES])
+def test_every_row_with_its_own_settings_runs_one_batch(row, tiny_overrides, tmp_path):
+    from kdscene.cli.train import train
+
+    _skip_missing(distill=row.stem)
+    table, pair = row.parent.name, _swept(row.parent.name)["pair"][0]
+    small = ["data=synthetic", "data.image_size=32", "data.resize=36", "trainer=cpu", "debug=fdr"]
+    if table != "cifar100_kd":  # ImageNet networks on the small images: a small teacher, no download
+        small += ["teacher.name=resnet18", "teacher.weights=null", "data.image_size=64", "data.resize=72"]
+    cifar = ["teacher.name=cifar_resnet20", "student.name=cifar_resnet8"] if table == "cifar100_kd" else []
+    tiny = [o for o in tiny_overrides if not o.startswith(("teacher.name", "student.name"))]
+    overrides = [f"experiment={table}", f"distill={row.stem}", f"pair={pair}", *tiny, *small, *cifar]
+    cfg = compose_config("train", [*overrides, "teacher.checkpoint=null"], tmp_path / "run")
+    assert cfg.hydra.runtime.choices.row == f"{table}/{row.stem}"
+    metrics = train(cfg).metrics
+    assert "test/acc_top1" in metrics and all(v == v for k, v in metrics.items() if "loss" in k)
