@@ -13,8 +13,9 @@ _METRICS = (("top1", "Top-1"), ("mean_class", "Mean-class accuracy"))
 
 
 def _cells(cell: Cell | None, metric: str, show_paper: bool) -> list[str]:
+    """A cell's best, last (and published) values as Markdown table entries; empty for no runs."""
     if cell is None:
-        return ["", "", ""][: 2 + show_paper]
+        return [""] * (3 if show_paper else 2)
     out = [cell.stat(f"{metric}_best").text(), cell.stat(f"{metric}_last").text()]
     if show_paper:
         value = cell.published.get(metric)

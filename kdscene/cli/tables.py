@@ -167,11 +167,13 @@ def _published(node: Any, column: str) -> dict[str, float]:
 
 
 def _row(paper_rows: Mapping[str, Any], key: str, variant: str) -> Row:
+    """The row of ``key`` (and its variant), labelled as ``paper.rows.<key>.label`` says."""
     label = str((paper_rows.get(key) or {}).get("label") or key)
     return Row(key, variant, f"{label} [{variant}]" if variant else label)
 
 
 def _teacher(runs: Sequence[RunRecord], columns: Sequence[str], paper: Mapping[str, Any]) -> dict[str, Cell]:
+    """Per column, the runs that measured their teacher (``teacher/val_acc_*``) and its published number."""
     node = paper.get("teacher") or {}
     measured = [r for r in runs if r.value("teacher_top1") is not None]
     cells = {c: tuple(r for r in measured if r.column == c) for c in columns}
