@@ -175,7 +175,10 @@ class DistillationModule(L.LightningModule):
         if not path:
             return
         if stage == "fit":
-            raise FileNotFoundError(f"teacher checkpoint {str(path)!r} does not exist")
+            raise FileNotFoundError(
+                f"teacher checkpoint {str(path)!r} does not exist; train the teacher first (kdscene-train "
+                "distill=none student.name=<teacher>; the paper recipes: experiment=dct_paper_teacher)"
+            )
         rank_zero_warn(f"teacher checkpoint {path!r} not found: evaluating without the teacher")
         self.teacher, self.teacher_tap, self._missing_teacher_file = None, None, None
 

@@ -8,6 +8,3 @@ runs a job, and the console entry point, which imports the heavy modules only wh
 ``--help`` and tab completion stay fast); :mod:`~kdscene.cli.evaluate` and
 :mod:`~kdscene.cli.quickstart` build on them.
 """
-
-# registers the ``kdscene.dirname`` resolver that names a sweep's job folders (conf/hydra/default.yaml)
-from kdscene.cli import sweep as _sweep  # noqa: E402, F401

@@ -15,6 +15,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from kdscene.cli.sweep import register_dirname_resolver
+
 
 def _config_dir() -> str:
     """The configs: a source checkout's top-level ``conf/``, else the copy the wheel ships."""
@@ -145,6 +147,7 @@ def compose_config(config_name: str, overrides: Sequence[str], output_dir: str |
     from hydra import compose, initialize_config_dir
 
     check_overrides(overrides)
+    register_dirname_resolver()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)

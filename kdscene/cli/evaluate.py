@@ -9,6 +9,7 @@ import hydra
 from omegaconf import DictConfig, open_dict
 
 from kdscene.cli.config import CONFIG_DIR, exit_on_moved_keys
+from kdscene.cli.sweep import register_dirname_resolver
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     """Console entry point of ``kdscene-eval``."""
     exit_on_moved_keys(sys.argv[1:])
+    register_dirname_resolver()  # names a sweep's job folders (conf/hydra/default.yaml)
     _hydra_main()
 
 

@@ -2,9 +2,10 @@
 
 ``conf/hydra/default.yaml`` names a sweep's job folders ``${kdscene.dirname:${hydra.job.override_dirname}}``,
 e.g. ``distill=at_kd,pair=r50_r18,seed=0``: :func:`job_dirname` makes the overrides safe as one folder
-name (no ``/``, ``:``, ``*``...) and short enough for any file system. The resolver is registered when
-``kdscene.cli`` is imported, as every entry point does. :class:`PrintFolders` (``hydra.callbacks.folders``)
-prints the run or sweep folder when Hydra starts it. Imports Hydra and OmegaConf only.
+name (no ``/``, ``:``, ``*``...) and short enough for any file system. Entry points register the
+resolver (:func:`register_dirname_resolver`) before Hydra reads the config. :class:`PrintFolders`
+(``hydra.callbacks.folders``) prints the run or sweep folder when Hydra starts it. Imports Hydra and
+OmegaConf only.
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ def job_dirname(overrides: str, limit: int = MAX_DIRNAME) -> str:
     return f"{safe[: limit - 9]}~{digest}"
 
 
-OmegaConf.register_new_resolver("kdscene.dirname", job_dirname, replace=True)
+def register_dirname_resolver() -> None:
+    """Make ``${kdscene.dirname:...}`` available (entry points and ``compose_config`` call this)."""
+    if not OmegaConf.has_resolver("kdscene.dirname"):
+        OmegaConf.register_new_resolver("kdscene.dirname", job_dirname)
 
 
 def _folder(config: DictConfig, key: str) -> Path:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, open_dict
 
 from kdscene.cli.config import CONFIG_DIR, exit_on_moved_keys, resume_argv
 from kdscene.cli.recipe import Recipe, parse_recipe, stage_config, stage_outputs
+from kdscene.cli.sweep import register_dirname_resolver
 
 if TYPE_CHECKING:
     from kdscene.cli.fit import RunResult
@@ -41,7 +42,7 @@ def train(cfg: DictConfig) -> RunResult:
     it ran the configured epochs) is skipped and its result reused, an interrupted one resumes from
     its ``last.ckpt``, one that never started starts. ``ckpt_path=<file>`` resumes a single fit.
     """
-    from kdscene.cli.fit import RunResult, fit_stage
+    from kdscene.cli.fit import RESULT_FILE, RunResult, fit_stage
 
     recipe = parse_recipe(cfg.distill)
     outputs: dict[str, str] = {}
@@ -63,7 +64,12 @@ def train(cfg: DictConfig) -> RunResult:
                     "(trainer.enable_checkpointing, callbacks=default saves last.ckpt)"
                 )
     final = results.get(recipe.stages[-1].name, RunResult({}))
-    return dataclasses.replace(final, stages=results) if recipe.multi_stage else final
+    if not recipe.multi_stage:
+        return final
+    job = dataclasses.replace(final, output_dir=str(cfg.paths.output_dir), stages=results)
+    if not cfg.trainer.get("fast_dev_run"):  # the job's own record, beside its stages' folders
+        job.save(Path(cfg.paths.output_dir) / RESULT_FILE, None)
+    return job
 
 
 def _finished(cfg: DictConfig) -> RunResult | None:
@@ -117,6 +123,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 def main() -> None:
     """Console entry point of ``kdscene-train`` (Hydra's command line: overrides, ``-m``, ``--help``)."""
     exit_on_moved_keys(sys.argv[1:])
+    register_dirname_resolver()  # names a sweep's job folders (conf/hydra/default.yaml)
     sys.argv[1:] = resume_argv(sys.argv[1:])
     _hydra_main()
 
