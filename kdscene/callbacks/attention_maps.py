@@ -1,9 +1,10 @@
 """Log a labelled panel of where teacher and student look, and of what the DCT loss compares.
 
-Every ``every_n_epochs`` epochs, for the first images of the first validation batch, the callback
-builds the panel of :mod:`kdscene.callbacks.panel` (one row per image: the input, then per tapped layer
-the teacher's and the student's attention maps over the image and the DCT frequency maps of the same
-maps, every cell titled) and draws it (:mod:`kdscene.callbacks.render`): with matplotlib when it is
+Every ``every_n_epochs`` epochs, for a few images spread evenly over the first validation batch (its
+first and last included: validation lists are often sorted by class), the callback builds the panel
+of :mod:`kdscene.callbacks.panel` (one row per image: the input, then per tapped layer the teacher's
+and the student's attention maps over the image and the DCT frequency maps of the same maps, every
+cell titled) and draws it (:mod:`kdscene.callbacks.render`): with matplotlib when it is
 installed, otherwise as a plain grid whose text legend names every row and column. The spectra use
 the variant of the run's :class:`~kdscene.losses.DCTAttentionLoss` term (``"submission"`` without
 one). The same picture goes to every logger:
@@ -57,6 +58,22 @@ def dct_settings(pl_module: Any) -> tuple[str, float] | None:
     return None
 
 
+def spread(size: int, count: int) -> Tensor:
+    """``min(count, size)`` indices spread evenly over ``range(size)``, first and last included.
+
+    Args:
+        size: the batch size.
+        count: how many indices are wanted.
+
+    Returns:
+        Increasing int64 indices, e.g. ``spread(128, 4)`` = ``[0, 42, 85, 127]``.
+    """
+    count = min(count, size)
+    if count <= 1:
+        return torch.zeros(count, dtype=torch.long)
+    return torch.div(torch.arange(count) * (size - 1) + (count - 1) // 2, count - 1, rounding_mode="floor")
+
+
 def _classes(trainer: L.Trainer) -> Sequence[str] | None:
     """The data module's class names in label order, when it has them."""
     classes = getattr(getattr(trainer, "datamodule", None), "classes", None)
@@ -67,7 +84,8 @@ class AttentionMapLogger(L.Callback):
     """Log a labelled panel of teacher and student attention maps and their DCT spectra.
 
     Args:
-        num_images: how many images of the first validation batch to show (one row each).
+        num_images: how many images of the first validation batch to show (one row each), spread evenly
+            over the batch (:func:`spread`).
         every_n_epochs: log at epochs 0, n, 2n, ...
         variant: the DCT variant of the spectra (``"submission"``, ``"final"``, ``"dct2"``); ``None``
             (default) takes the run's DCT term's, or ``"submission"`` when the run has none.
@@ -117,17 +135,29 @@ class AttentionMapLogger(L.Callback):
         labels: Tensor | None = None,
         classes: Sequence[str] | None = None,
     ) -> Panel:
-        """The panel of the first ``num_images`` of ``images`` (``pl_module.features`` gives the maps)."""
+        """The panel of ``num_images`` of ``images``, spread over the batch (:func:`spread`).
+
+        Args:
+            pl_module: a module with ``features(images) -> (student, teacher)`` (teacher may be ``None``)
+                and, optionally, the loss terms in ``distill`` (for the DCT variant).
+            images: the batch.
+            labels: its labels, for the row titles.
+            classes: class names in label order.
+
+        Returns:
+            The :class:`~kdscene.callbacks.panel.Panel`.
+        """
         if not callable(getattr(pl_module, "features", None)):
             raise TypeError(
                 f"AttentionMapLogger needs a module with features(images) -> (student, teacher) Features, "
                 f"such as kdscene.module.DistillationModule; got {type(pl_module).__name__}"
             )
-        images = images[: self.num_images]
-        labels = labels[: self.num_images] if labels is not None else None
+        picked = spread(images.shape[0], self.num_images)
+        images = images[picked.to(images.device)]
+        labels = labels[picked.to(labels.device)] if labels is not None else None
         student, teacher = pl_module.features(images)
         variant, eps = self.spectrum_settings(pl_module)
-        return build_panel(images, student, teacher, labels, classes, variant, eps)
+        return build_panel(images, student, teacher, labels, classes, variant, eps, picked.tolist())
 
     def draw(self, panel: Panel, heading: str) -> Picture:
         """Render ``panel`` with the configured renderer."""
@@ -156,7 +186,7 @@ class AttentionMapLogger(L.Callback):
                 logger.log_image(key=TAG, images=[picture.image], step=trainer.global_step, caption=[caption])
             elif hasattr(getattr(logger, "experiment", None), "add_image"):
                 _to_tensorboard(logger.experiment, picture, epoch)
-            elif logger.log_dir:
+            elif getattr(logger, "log_dir", None):
                 write_picture(picture, Path(logger.log_dir) / "attention_maps" / f"epoch{epoch:03d}.png")
 
 

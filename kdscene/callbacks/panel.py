@@ -164,10 +164,13 @@ def _class_name(label: Tensor, classes: Sequence[str] | None) -> str:
     return classes[index] if classes is not None and 0 <= index < len(classes) else str(index)
 
 
-def _row(i: int, labels: Tensor | None, preds: dict[str, Tensor], classes: Sequence[str] | None) -> Row:
+def _row(
+    i: int, index: int, labels: Tensor | None, preds: dict[str, Tensor], classes: Sequence[str] | None
+) -> Row:
+    """Row ``i`` of the panel, titled ``#index``."""
     true = _class_name(labels[i], classes) if labels is not None else None
     named = {k: _class_name(v[i], classes) for k, v in preds.items()}
-    return Row(i, true, named.get("student"), named.get("teacher"))
+    return Row(index, true, named.get("student"), named.get("teacher"))
 
 
 def _layer_columns(
@@ -191,6 +194,7 @@ def build_panel(
     classes: Sequence[str] | None = None,
     variant: str = "submission",
     eps: float = DISPLAY_EPS,
+    indices: Sequence[int] | None = None,
 ) -> Panel:
     """The panel of a batch: input, then per tapped layer the attention maps and their DCT spectra.
 
@@ -202,6 +206,7 @@ def build_panel(
         classes: class names in label order; without them labels are shown as numbers.
         variant: the DCT variant of :func:`kdscene.losses.dct_frequency_map`.
         eps: its normalisation epsilon (> 0 keeps a 1x1 tap's constant map drawable).
+        indices: each image's index in the batch it was picked from, for the titles (default 0, 1, ...).
 
     Returns:
         The :class:`Panel`.
@@ -213,6 +218,7 @@ def build_panel(
     for layer in range(max(len(f.maps) for _, f in networks)):
         cells += _layer_columns(networks, layer, grey, variant, eps)
     preds = {n: f.logits.argmax(1) for n, f in networks if f.logits is not None}
-    rows = tuple(_row(i, labels, preds, classes) for i in range(images.shape[0]))
+    indices = range(images.shape[0]) if indices is None else indices
+    rows = tuple(_row(i, index, labels, preds, classes) for i, index in enumerate(indices))
     pictures = torch.stack([picture for _, picture in cells], 1).clamp(0, 1).cpu()
     return Panel(pictures, tuple(column for column, _ in cells), rows, notes(variant))

@@ -12,6 +12,7 @@ from torch import nn
 
 import kdscene.callbacks.attention_maps as attention_maps
 from kdscene.callbacks import AttentionMapLogger
+from kdscene.callbacks.attention_maps import spread
 from kdscene.callbacks.panel import VIRIDIS, build_panel, colourise
 from kdscene.features import Features
 from kdscene.losses import CrossEntropyLoss, DCTAttentionLoss, KDLoss
@@ -153,6 +154,13 @@ def test_taps_of_different_counts_and_sizes_give_one_column_per_existing_map():
     )
 
 
+def test_the_pictured_images_are_spread_over_the_batch_first_and_last_included():
+    assert spread(128, 4).tolist() == [0, 42, 85, 127]
+    assert spread(8, 2).tolist() == [0, 7]
+    assert spread(3, 4).tolist() == [0, 1, 2]
+    assert spread(8, 1).tolist() == [0]
+
+
 def test_student_only_run_shows_the_students_attention_and_spectra(tmp_path):
     module = DistillationModule(
         student=BackboneSpec("cifar_resnet8", 3),
@@ -168,7 +176,11 @@ def test_student_only_run_shows_the_students_attention_and_spectra(tmp_path):
         f"student layer{i} {kind}" for i in (1, 2, 3) for kind in ("attention", "DCT spectrum")
     ]
     assert panel.cells.shape == (2, 7, 3, 32, 32)
-    assert panel.title(1, 0).startswith("#1\ntrue: 1\nS: ")  # no class names: the label's number
+    # images 0 and 3 of the batch (spread); without class names a label is its number
+    assert (
+        panel.title(1, 0).startswith("#3\ntrue: 0\nS: ")
+        and panel.title(1, 2) == "#3 student\nlayer1\nDCT spectrum"
+    )
 
 
 def test_matplotlib_figure_titles_every_cell_and_has_two_colour_bars():
