@@ -10,6 +10,7 @@ import ast
 import importlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,9 @@ def test_notebook_runs_top_to_bottom_writing_only_under_kdscene_root(path, tmp_p
     monkeypatch.setenv("KDSCENE_FAST", "1")
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    # this interpreter's kernel: no user-level kernel specs (another Python's "python3"), the venv's first
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter_data"))
+    monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "1")
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter_runtime"))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     before = _listing(path.parent)
@@ -70,6 +74,8 @@ def test_notebook_runs_top_to_bottom_writing_only_under_kdscene_root(path, tmp_p
     client = NotebookClient(
         nb, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(path.parent)}}
     )
+    nb.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.executable, end='')"))
     client.execute()  # raises CellExecutionError, with the cell and its traceback, if a cell fails
+    assert nb.cells[-1].outputs[0]["text"] == sys.executable, "the kernel ran another interpreter"
     assert _listing(path.parent) == before, "the notebook wrote next to itself"
     assert (root / "logs" / "notebooks").is_dir() and (root / "data" / "synthetic_scenes").is_dir()
