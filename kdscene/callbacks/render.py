@@ -30,7 +30,10 @@ GRID_PADDING = 2  # pixels between the cells of the plain grid (white)
 
 def matplotlib_available() -> bool:
     """Whether matplotlib can be imported (``pip install matplotlib``; the ``notebook`` extra has it)."""
-    return importlib.util.find_spec("matplotlib") is not None
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):  # a broken install, or a None entry in sys.modules
+        return False
 
 
 def figure_size(rows: int, columns: int) -> tuple[float, float]:

@@ -236,6 +236,18 @@ def test_without_matplotlib_the_panel_is_a_plain_grid_with_a_legend(monkeypatch)
         AttentionMapLogger(renderer="matplotlib")
 
 
+def test_a_matplotlib_that_cannot_be_found_counts_as_missing(monkeypatch):
+    import importlib.util
+
+    from kdscene.callbacks.render import matplotlib_available
+
+    def broken(name):
+        raise ModuleNotFoundError(name)
+
+    monkeypatch.setattr(importlib.util, "find_spec", broken)
+    assert matplotlib_available() is False
+
+
 class ImageRecorder(Logger):
     """A W&B-like logger: records ``log_image`` calls."""
 
