@@ -1,9 +1,8 @@
-"""Warm-up factors and weights; the attention-map picture."""
+"""Warm-up factors and weights (the attention-map panel: test_attention_maps.py)."""
 
 import pytest
-import torch
 
-from kdscene.callbacks import AttentionMapLogger, LossWeightWarmup, warmup_factor
+from kdscene.callbacks import LossWeightWarmup, warmup_factor
 from tests.helpers import TinyDataModule, make_module, tiny_trainer
 
 
@@ -37,15 +36,3 @@ def test_warmup_unknown_term_is_named(tmp_path):
     )
     with pytest.raises(KeyError, match=r"unknown terms \['fam'\]"):
         trainer.fit(make_module("kd"), datamodule=TinyDataModule())
-
-
-def test_attention_map_grid_layout_and_png_for_csv_logger(tmp_path):
-    module = make_module("at")
-    images = torch.randn(3, 3, 32, 32)
-    grid = AttentionMapLogger(num_images=2).grid(module, images)
-    # 2 rows of (image + 3 teacher + 3 student) cells of 32 px with 2 px padding
-    assert grid.shape == (3, 2 * 34 + 2, 7 * 34 + 2)
-    assert grid.min() >= 0.0 and grid.max() <= 1.0
-    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=1, callbacks=[AttentionMapLogger(2)])
-    trainer.fit(module, datamodule=TinyDataModule())
-    assert list(tmp_path.rglob("attention_maps/epoch000.png"))
