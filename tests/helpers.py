@@ -36,6 +36,19 @@ class TinyDataModule(L.LightningDataModule):
     test_dataloader = val_dataloader
 
 
+def tiny_scenes(root) -> list[str]:
+    """Overrides for a few synthetic scenes (4 classes, 8 train + 4 test images each), two ResNet-10s."""
+    return [
+        f"data.root={root}",
+        "data.reader.num_classes=4",
+        "data.reader.train_per_class=8",
+        "data.reader.test_per_class=4",
+        "data.batch_size=8",
+        "teacher.name=resnet10",
+        "student.name=resnet10",
+    ]
+
+
 def make_module(
     distill: str = "at_kd", num_classes: int = 3, teacher_ckpt: str | None = None, **kw
 ) -> DistillationModule:

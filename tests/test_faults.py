@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import tiny_scenes
+
 REPO = Path(__file__).resolve().parents[1]
 KILLER = "+callbacks.killer={_target_:tests.faults.KillAtStep,where:%s}"
 pytestmark = pytest.mark.slow
@@ -59,13 +61,7 @@ def _kill_and_resume(args: list[str], root: Path, kill_at: int, where: str = "")
 @pytest.fixture
 def run_args(synthetic_root) -> list[str]:
     return [
-        f"data.root={synthetic_root}",
-        "data.reader.num_classes=4",
-        "data.reader.train_per_class=8",
-        "data.reader.test_per_class=4",
-        "data.batch_size=8",
-        "teacher.name=resnet10",
-        "student.name=resnet10",
+        *tiny_scenes(synthetic_root),
         "trainer.max_epochs=3",
         "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false",
