@@ -150,8 +150,11 @@ def test_a_full_disk_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_p
 def test_wandb_without_a_reachable_server_falls_back_to_offline_with_one_warning(tmp_path, monkeypatch):
     import warnings
 
+    import wandb
+
     from kdscene.loggers import WandbLogger
 
+    wandb.finish()  # a run left open by an earlier test would be reused instead of started
     for key in ("WANDB_MODE", "WANDB_API_KEY"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
@@ -166,8 +169,6 @@ def test_wandb_without_a_reachable_server_falls_back_to_offline_with_one_warning
         fallbacks = [w for w in caught if "logging offline" in str(w.message)]
         assert len(fallbacks) == 1
     finally:
-        import wandb
-
         wandb.finish()
 
 

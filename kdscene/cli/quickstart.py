@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kdscene.cli.config import compose_config
+from kdscene.cli.tables import Stat
 from kdscene.cli.train import train
 
 # the rows of the table, in order (any conf/distill name works with --methods)
@@ -110,28 +111,21 @@ def _run(name: str, label: str, overrides: list[str], out: Path, epochs: int) ->
     }
 
 
-def _mean_std(values: Sequence[float], sign: str = "") -> str:
-    """``mean ± std`` in percent (sample standard deviation; 0 for one value)."""
-    mean = 100 * statistics.fmean(values)
-    std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:{sign}6.2f} ± {std:4.2f}"
-
-
 def table(rows: dict[str, list[dict[str, Any]]], teacher: dict[str, Any], student: str) -> str:
     """The Markdown table: per method, mean ± std over seeds and the paired gain over the student alone."""
     base = rows.get("none")
     lines = [
         "| method | top-1 | gain | mean-class | gain | s / run |",
         "|---|---|---|---|---|---|",
-        f"| Teacher | {100 * teacher['top1']:6.2f} | | {100 * teacher['mean_class']:6.2f} | | "
-        f"{teacher['seconds']:.0f} |",
+        f"| Teacher ({teacher['network']}) | {100 * teacher['top1']:6.2f} | "
+        f"| {100 * teacher['mean_class']:6.2f} | | {teacher['seconds']:.0f} |",
     ]
     for method, runs in rows.items():
         cells = [f"{LABELS.get(method, method)} ({student})"]
         for key in ("top1", "mean_class"):
-            cells.append(_mean_std([r[key] for r in runs]))
+            cells.append(Stat.of(r[key] for r in runs).text(count=False))
             paired = [r[key] - b[key] for r, b in zip(runs, base)] if base and method != "none" else []
-            cells.append(_mean_std(paired, "+") if paired else "")
+            cells.append(Stat.of(paired).text(count=False, sign=True) if paired else "")
         cells.append(f"{statistics.fmean(r['seconds'] for r in runs):.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -161,6 +155,7 @@ def run_quickstart(argv: Sequence[str] | None = None) -> dict[str, Any]:
         out,
         args.teacher_epochs,
     )
+    teacher["network"] = args.teacher
     student = [*common, *_data(args.student_images), f"student.name={args.student}"]
     student += [f"teacher.name={args.teacher}", f"teacher.checkpoint={teacher['checkpoint']}"]
     rows: dict[str, list[dict[str, Any]]] = {}

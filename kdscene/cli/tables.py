@@ -44,12 +44,18 @@ class Stat:
         std = statistics.stdev(values) if len(values) > 1 else None
         return cls(statistics.fmean(values), std, len(values))
 
-    def text(self) -> str:
-        """``52.00 ± 2.00 (3)``; ``52.00 (1)`` for one run; ``–`` for none."""
+    def text(self, count: bool = True, sign: bool = False) -> str:
+        """``52.00 ± 2.00 (3)``; ``52.00 (1)`` for one run; ``–`` for none.
+
+        Args:
+            count: append the number of runs in brackets.
+            sign: write the mean with its sign (``+3.10``), for differences.
+        """
         if self.mean is None:
             return "–"
         spread = f" ± {self.std:.2f}" if self.std is not None else ""
-        return f"{self.mean:.2f}{spread} ({self.n})"
+        mean = f"{self.mean:+.2f}" if sign else f"{self.mean:.2f}"
+        return f"{mean}{spread}" + (f" ({self.n})" if count else "")
 
 
 @dataclass(frozen=True)
