@@ -48,13 +48,19 @@ from kdscene.losses.base import (
     select_taps,
     upcast,
 )
+from kdscene.losses.dct import channel_energy
 
 ATMode = Literal["code", "paper"]
 
 
 def attention_map(fmap: Tensor, p: float = 2.0) -> Tensor:
-    """L2-normalised, flattened channel mean of |F|^p; (B, C, H, W) -> (B, H·W)."""
-    am = upcast(fmap).abs().pow(p).mean(dim=1)
+    """L2-normalised, flattened channel mean of |F|^p; (B, C, H, W) -> (B, H·W).
+
+    For p = 2 the channel mean is DCT's fused :func:`~kdscene.losses.dct.channel_energy` (one read of F,
+    no full-size temporaries, a one-multiplication backward): the same values up to float32 summation
+    order, several times faster on channels-last maps.
+    """
+    am = channel_energy(fmap) if p == 2 else upcast(fmap).abs().pow(p).mean(dim=1)
     return F.normalize(am.flatten(1), dim=1)
 
 
