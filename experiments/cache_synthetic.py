@@ -11,6 +11,7 @@ of median epochs (mean ± std over seeds), and the ratio of the best epochs over
 as experiments/bench_step.py: the least disturbed by other processes on a shared machine).
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python experiments/cache_synthetic.py [--seeds 3] [--out DIR]
+    # more seeds for some methods:  ... --first-seed 3 --seeds 3 --methods kd,dct_kd
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from kdscene.cli.config import compose_config
 from kdscene.cli.quickstart import IMAGES, _data, quiet
 from kdscene.cli.train import train
 
-METHODS = ("none", "kd", "at_kd", "dct_kd")
 CACHED = ("kd", "at_kd", "dct_kd")
 
 
@@ -69,9 +69,27 @@ def run(name: str, overrides: list[str], out: Path, epochs: int) -> dict:
     }
 
 
+def student_runs(seeded: list[str], seed: int, methods: list[str], out: Path, epochs: int) -> dict:
+    """One seed: record its cache, then the student alone and each method live and from the cache."""
+    cache = out / f"cache_seed{seed}"
+    if not cache.exists():
+        start = time.perf_counter()
+        record(
+            compose_config("train", [*seeded, "distill=dct_kd", f"cache.path={cache}"], out / f"rec{seed}")
+        )
+        print(f"seed {seed}: cache recorded in {time.perf_counter() - start:.1f} s", flush=True)
+    rows = {m: run(f"{m}/s{seed}", [*seeded, f"distill={m}"], out, epochs) for m in ["none", *methods]}
+    for m in methods:
+        cached = [*seeded, f"distill={m}", f"teacher_cache={cache}"]
+        rows[f"{m}+cache"] = run(f"{m}_cache/s{seed}", cached, out, epochs)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--methods", default=",".join(CACHED), help=f"of {CACHED}; the student alone always runs")
     p.add_argument("--teacher-epochs", type=int, default=12)
     p.add_argument("--student-epochs", type=int, default=20)
     p.add_argument("--out", default="logs/cache_synthetic")
@@ -86,27 +104,12 @@ def main() -> None:
     print(f"teacher: top-1 {100 * teacher['top1']:.2f}", flush=True)
     student = [*common, *_data(20), "student.name=resnet10", "teacher.name=resnet18"]
     student += [f"teacher.checkpoint={teacher['checkpoint']}", f"trainer.max_epochs={args.student_epochs}"]
+    methods = [m for m in args.methods.split(",") if m]
     rows: dict[str, list[dict]] = {}
-    for seed in range(args.seeds):
-        seeded = [*student, f"seed={seed}"]
-        cache = out / f"cache_seed{seed}"
-        if not cache.exists():
-            start = time.perf_counter()
-            record(
-                compose_config(
-                    "train", [*seeded, "distill=dct_kd", f"cache.path={cache}"], out / f"rec{seed}"
-                )
-            )
-            print(f"seed {seed}: cache recorded in {time.perf_counter() - start:.1f} s", flush=True)
-        for method in METHODS:
-            rows.setdefault(method, []).append(
-                run(f"{method}/s{seed}", [*seeded, f"distill={method}"], out, args.student_epochs)
-            )
-        for method in CACHED:
-            cached = [*seeded, f"distill={method}", f"teacher_cache={cache}"]
-            rows.setdefault(f"{method}+cache", []).append(
-                run(f"{method}_cache/s{seed}", cached, out, args.student_epochs)
-            )
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        runs = student_runs([*student, f"seed={seed}"], seed, methods, out, args.student_epochs)
+        for name, result in runs.items():
+            rows.setdefault(name, []).append(result)
         print(f"seed {seed} done", flush=True)
     (out / "results.json").write_text(json.dumps({"teacher": teacher, "rows": rows}, indent=1))
     print(table(rows, args.seeds))

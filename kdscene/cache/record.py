@@ -98,8 +98,18 @@ def _header(
     }
 
 
-def _seeds(seed: int, draw: int, indices: Tensor) -> Tensor:
-    return torch.tensor([view_seed(seed, draw, int(i)) for i in indices], dtype=torch.int64)
+def _record_draw(
+    writer: CacheWriter, live: LiveTeacher, datamodule: SceneDataModule, draw: int, batch_size: int
+) -> int:
+    """Write draw ``draw`` of every training image; returns how many the teacher classified correctly."""
+    size, seed = len(datamodule.datasets["train"]), datamodule.sampling_seed
+    correct = 0
+    for images, labels, indices in _loader(datamodule, [(draw, i) for i in range(size)], batch_size):
+        logits, energy = live(images)
+        seeds = torch.tensor([view_seed(seed, draw, int(i)) for i in indices], dtype=torch.int64)
+        writer.write(draw, indices, seeds, logits, energy)
+        correct += int((logits.argmax(1).cpu() == labels).sum())
+    return correct
 
 
 def record_cache(
@@ -134,17 +144,11 @@ def record_cache(
     live = LiveTeacher.build(teacher, device, channels_last)
     taps = probe(live.tap, datamodule.image_size)
     writer = CacheWriter(path, _header(datamodule, live, taps, views, dtype), taps, dtype)
-    size, seed = len(datamodule.datasets["train"]), datamodule.sampling_seed
     correct, start = 0, time.perf_counter()
     for draw in range(views):
-        for images, labels, indices in _loader(
-            datamodule, [(draw, i) for i in range(size)], batch_size or datamodule.batch_size
-        ):
-            logits, energy = live(images)
-            writer.write(draw, indices, _seeds(seed, draw, indices), logits, energy)
-            correct += int((logits.argmax(1).cpu() == labels).sum())
+        correct += _record_draw(writer, live, datamodule, draw, batch_size or datamodule.batch_size)
         log.info("teacher cache: draw %d/%d recorded (%.0f s)", draw + 1, views, time.perf_counter() - start)
-    writer.header["teacher_train_acc_top1"] = correct / max(size * views, 1)
+    writer.header["teacher_train_acc_top1"] = correct / max(len(datamodule.datasets["train"]) * views, 1)
     return writer.finish()
 
 
