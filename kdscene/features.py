@@ -13,6 +13,11 @@ Stage outputs (``layer1`` ... ``layer4``) are never modified in place and need n
 ``torch.inference_mode`` tensors carry no version counter, so the check cannot run there: kdscene's
 trainer configs set ``inference_mode: false`` (plain ``no_grad``) so that it runs in validation too.
 
+Compiled models: the hooks of a tap on a model compiled in place (``model.compile()``, as
+``DistillationModule(compile=...)`` does) are traced into the compiled graph and fill the same
+``Features`` as in eager mode, without graph breaks; the in-place check is skipped inside the compiled
+forward (it has run on the eager :func:`probe` at construction).
+
 Pre-activation taps: a name ending in ``":pre"`` (``"layer3:pre"``, ``"layer3.5:pre"``) captures the
 value *before* the final ReLU of a residual block, which ReviewKD distils. For a ``Sequential`` stage
 the last block is used. torchvision's blocks call one shared in-place ``relu`` module several times
@@ -63,10 +68,13 @@ class Features:
         pooled: the penultimate vector fed to the classifier, (B, D), if tapped.
         indices: the batch's positions in the training set, (B,) int64, when the data module returns
             them (losses that set ``needs_indices``, such as CRD's memory bank, ask for them).
+        energy: per-tap channel-energy maps A_l = (1/C_l)·Σ_c F_c², each (B, H_l, W_l), in tap order,
+            given *instead of* ``maps`` by a teacher cache (:mod:`kdscene.cache`); AT (p = 2) and DCT
+            read them when ``maps`` is empty.
 
     Raises:
         TypeError: ``maps`` is a single tensor instead of a sequence of maps.
-        ValueError: ``names`` is given but does not name every map.
+        ValueError: ``names`` is given but does not name every map (or every energy map).
     """
 
     logits: Tensor | None = None
@@ -74,6 +82,7 @@ class Features:
     names: tuple[str, ...] = ()
     pooled: Tensor | None = None
     indices: Tensor | None = None
+    energy: tuple[Tensor, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.maps, Tensor):
@@ -81,19 +90,35 @@ class Features:
                 f"Features.maps is a sequence of (B, C, H, W) maps, got one Tensor of shape "
                 f"{tuple(self.maps.shape)}: write maps=(x,)"
             )
-        maps = tuple(self.maps)
-        names = tuple(self.names) or tuple(f"map{i}" for i in range(len(maps)))
-        if len(names) != len(maps):
+        maps, energy = tuple(self.maps), tuple(self.energy)
+        if maps and energy and len(maps) != len(energy):
+            raise ValueError(f"Features: {len(maps)} maps but {len(energy)} energy maps; give one per tap")
+        count = len(maps) or len(energy)
+        names = tuple(self.names) or tuple(f"map{i}" for i in range(count))
+        if len(names) != count:
             raise ValueError(
-                f"Features: {len(names)} names {list(names)} for {len(maps)} maps; give one name per map "
+                f"Features: {len(names)} names {list(names)} for {count} maps; give one name per map "
                 "(or none for map0, map1, ...)"
             )
         # frozen: the normalised tuples are set the way dataclasses set fields in __init__
         object.__setattr__(self, "maps", maps)
         object.__setattr__(self, "names", names)
+        object.__setattr__(self, "energy", energy)
 
 
 PREACT_SUFFIX = ":pre"
+
+
+def _version(tensor: Tensor) -> int:
+    """The tensor's in-place version counter, or -1 where none can be read.
+
+    Inference tensors (``torch.inference_mode``) keep no counter, and inside a ``torch.compile``d
+    forward reading one would break the graph (the hooks are traced into it): the in-place check
+    then does not run. It runs in every eager forward, e.g. :func:`probe` at construction.
+    """
+    if torch.compiler.is_compiling() or tensor.is_inference():
+        return -1
+    return tensor._version
 
 
 def _module_names(model: nn.Module) -> list[str]:
@@ -176,9 +201,7 @@ class FeatureTap:
             raise TypeError(f"layer {name!r} returned {type(output).__name__}, not a Tensor")
         if self.clone:
             output = output.clone()
-        # Inference tensors (torch.inference_mode) keep no version counter: nothing to check.
-        version = -1 if output.is_inference() else output._version
-        self._store[name] = (output, version)
+        self._store[name] = (output, _version(output))
 
     def _relu_input(self, name: str, module: nn.Module, args: tuple) -> None:
         # copied now: the (in-place) ReLU overwrites its input as soon as this hook returns
@@ -188,7 +211,7 @@ class FeatureTap:
         if name not in self._relu_inputs:
             raise RuntimeError(f"pre-activation tap {name!r}: the block's relu did not run")
         pre = self._relu_inputs.pop(name)
-        self._store[name] = (pre, -1 if pre.is_inference() else pre._version)
+        self._store[name] = (pre, _version(pre))
 
     def _head_hook(self, module: nn.Module, args: tuple) -> None:
         self._pooled = torch.flatten(args[0], 1)

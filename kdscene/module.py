@@ -8,6 +8,9 @@ scalars; the loss is their sum. The optimizer sees the student's parameters plus
 
 The teacher's weights are not written into checkpoints: the hyper-parameters record its
 :class:`~kdscene.models.BackboneSpec` (name and checkpoint path) and the teacher is rebuilt from it.
+With ``teacher_cache`` (a folder written by ``kdscene-cache``) no teacher is built: training steps read
+the recorded logits and channel-energy maps of the batch's views (draw ``epoch mod K``) instead of
+running it, and terms that need more than that are refused at construction.
 Lightning warns that the teacher is "in eval mode at the start of training": that is intended.
 The teacher's accuracy (``teacher/val_acc_top1``, ``teacher/val_acc_mean_class`` and the ``test``
 pair) comes from the logits every validation and test step computes anyway, synced across ranks.
@@ -29,8 +32,9 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from kdscene.cache import CacheMismatchError, TeacherCache, check_cacheable
 from kdscene.features import Features, FeatureTap, TapInfo, probe
-from kdscene.models import BackboneSpec, build_backbone, load_checkpoint
+from kdscene.models import BackboneSpec, build_backbone, compile_network, load_checkpoint
 from kdscene.nonfinite import check_terms, check_weights, nonfinite_terms
 
 LossFactory = Callable[..., nn.Module]
@@ -96,6 +100,12 @@ class DistillationModule(L.LightningModule):
             stages that train only what the loss terms own (SRM's teacher dictionaries).
         num_samples: the training set's size, for losses whose constructor takes ``num_samples``
             (a memory bank with one entry per sample).
+        teacher_cache: a teacher cache folder (``kdscene-cache``): no teacher is built, training steps
+            replay the recorded views' logits and energy maps; terms that need the live teacher are
+            refused. Training batches must carry their indices (``needs_indices`` is then true) and
+            epoch ``e``'s views must be draw ``e mod K`` (``SceneDataModule(view_cycle=K)``).
+        compile: ``torch.compile`` student and teacher in place (``True``: the inductor backend; a
+            string names another backend, e.g. ``"aot_eager"``); the taps keep working.
     """
 
     def __init__(
@@ -111,6 +121,8 @@ class DistillationModule(L.LightningModule):
         nonfinite: Literal["raise", "skip"] = "raise",
         train_student: bool = True,
         num_samples: int | None = None,
+        teacher_cache: str | None = None,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -127,15 +139,21 @@ class DistillationModule(L.LightningModule):
         self.teacher: nn.Module | None = None
         self.teacher_tap: FeatureTap | None = None
         self._missing_teacher_file: str | None = None
+        self.cached_teacher: TeacherCache | None = None
         needing = [k for k, f in distill.items() if _needs_teacher(f)]
-        if needing:
+        if needing and teacher_cache:
+            check_cacheable(distill)
+            self._open_cache(teacher_cache)
+        elif needing:
             self._build_teacher(teacher, student, needing)
         student_taps = probe(self.student_tap, image_size)
-        teacher_taps = probe(self.teacher_tap, image_size) if self.teacher_tap else []
+        teacher_taps = probe(self.teacher_tap, image_size) if self.teacher_tap else self._cached_taps()
         context = {"num_samples": num_samples, "teacher_network": self.teacher}
         self.distill = nn.ModuleDict(
             {k: build_term(f, student_taps, teacher_taps, **context) for k, f in distill.items()}
         )
+        if self.cached_teacher is not None:
+            check_cacheable(self.distill)
         n = student.num_classes
         self.train_metrics = _accuracy_metrics(n, "train/")
         self.val_metrics = _accuracy_metrics(n, "val/")
@@ -169,23 +187,38 @@ class DistillationModule(L.LightningModule):
         self.teacher.eval()
         self.teacher_tap = FeatureTap(self.teacher, built.tap_layers, built.tap_head)
 
+    def _open_cache(self, path: str) -> None:
+        """Open the teacher cache; a missing one fails fitting (in :meth:`setup`), not evaluation."""
+        if not Path(path).expanduser().is_dir():
+            self._missing_teacher_file = path
+            return
+        self.cached_teacher = TeacherCache(path)
+
+    def _cached_taps(self) -> list[TapInfo]:
+        return self.cached_teacher.taps if self.cached_teacher is not None else []
+
     def setup(self, stage: str) -> None:
         """Fitting needs the teacher's file; evaluation without it skips the teacher (and its terms)."""
         path = self._missing_teacher_file
         if not path:
             return
+        what = "teacher cache" if self.hparams.teacher_cache else "teacher checkpoint"
         if stage == "fit":
-            raise FileNotFoundError(
-                f"teacher checkpoint {str(path)!r} does not exist; train the teacher first (kdscene-train "
-                "distill=none student.name=<teacher>; the paper recipes: experiment=dct_paper_teacher)"
+            hint = (
+                "; train the teacher first (kdscene-train distill=none student.name=<teacher>; the paper "
+                "recipes: experiment=dct_paper_teacher)"
+                if what == "teacher checkpoint"
+                else "; record it with kdscene-cache"
             )
-        rank_zero_warn(f"teacher checkpoint {path!r} not found: evaluating without the teacher")
+            raise FileNotFoundError(f"{what} {str(path)!r} does not exist{hint}")
+        rank_zero_warn(f"{what} {path!r} not found: evaluating without the teacher")
         self.teacher, self.teacher_tap, self._missing_teacher_file = None, None, None
 
     @property
     def needs_indices(self) -> bool:
-        """Whether a loss term asks for the samples' indices (``needs_indices``) in training batches."""
-        return any(getattr(loss, "needs_indices", False) for loss in self.distill.values())
+        """Whether training batches must carry the samples' indices (a term's ``needs_indices``, a cache)."""
+        wanted = any(getattr(loss, "needs_indices", False) for loss in self.distill.values())
+        return wanted or self.cached_teacher is not None
 
     def train(self, mode: bool = True) -> DistillationModule:
         """Switch the student and the terms to ``mode``; the teacher (and a frozen student) stay in eval."""
@@ -197,10 +230,16 @@ class DistillationModule(L.LightningModule):
         return self
 
     def configure_model(self) -> None:
+        """Channels-last memory format and ``torch.compile`` of both networks, as configured (idempotent)."""
+        networks = [net for net in (self.student, self.teacher) if net is not None]
         if self.hparams.channels_last:
-            self.student.to(memory_format=torch.channels_last)
-            if self.teacher is not None:
-                self.teacher.to(memory_format=torch.channels_last)
+            for net in networks:
+                net.to(memory_format=torch.channels_last)
+        if self.hparams.compile:
+            backend = "inductor" if self.hparams.compile is True else str(self.hparams.compile)
+            device = self._trainer.strategy.root_device.type if self._trainer else "cpu"
+            for net in networks:
+                compile_network(net, backend, device)
 
     # -- the step ---------------------------------------------------------------------------
     def forward(self, images: Tensor) -> Tensor:
@@ -237,6 +276,8 @@ class DistillationModule(L.LightningModule):
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         student, teacher = self.features(images)
+        if self.cached_teacher is not None and split == "train":
+            teacher = self._replayed_teacher(batch)
         if len(batch) > 2:  # (images, labels, indices): the data module returns indices for a loss
             student = dataclasses.replace(student, indices=batch[2])
             teacher = dataclasses.replace(teacher, indices=batch[2]) if teacher is not None else None
@@ -270,6 +311,16 @@ class DistillationModule(L.LightningModule):
             self.teacher_metrics[split].update(teacher.logits, labels)
             self.log_dict(self.teacher_metrics[split], on_step=False, on_epoch=True, batch_size=bs)
         return loss
+
+    def _replayed_teacher(self, batch: Sequence[Tensor]) -> Features:
+        """The cached teacher outputs of this batch's views: draw ``epoch mod K`` of its samples."""
+        if len(batch) < 3:
+            raise RuntimeError(
+                "teacher_cache: training batches carry no sample indices; the data module must return "
+                "them (SceneDataModule(return_index=True, view_cycle=K); kdscene-train sets both)"
+            )
+        draw = self.current_epoch % self.cached_teacher.views
+        return self.cached_teacher.features(draw, batch[2], self.device)
 
     def _skip_nonfinite(self, terms: dict[str, Tensor], batch_idx: int) -> bool:
         """Raise on a non-finite term (``nonfinite="raise"``), or count it and skip the step."""
@@ -315,12 +366,18 @@ class DistillationModule(L.LightningModule):
         weights = ((k, v) for k, v in state.items() if k.startswith(("student.", "distill.")))
         check_weights(weights, checkpoint.get("epoch", self.current_epoch))
         checkpoint["state_dict"] = state
+        if self.cached_teacher is not None:  # a resumed run must replay the same cache
+            checkpoint["teacher_cache"] = self.cached_teacher.header_text
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the (rebuilt) teacher's weights back so that the checkpoint loads strictly."""
         if self.teacher is not None:
             teacher_state = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
             checkpoint["state_dict"] = {**checkpoint["state_dict"], **teacher_state}
+        recorded = checkpoint.get("teacher_cache")
+        if self.cached_teacher is not None and recorded and recorded != self.cached_teacher.header_text:
+            path = str(self.cached_teacher.path)
+            raise CacheMismatchError(f"this checkpoint was trained from another teacher cache than {path!r}")
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The student's parameters and those owned by the loss terms."""

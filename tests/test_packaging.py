@@ -90,7 +90,7 @@ def test_the_wheel_holds_configs_license_and_type_marker(wheel_env, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", ["kdscene-train", "kdscene-eval", "kdscene-quickstart"])
+@pytest.mark.parametrize("command", ["kdscene-train", "kdscene-eval", "kdscene-quickstart", "kdscene-cache"])
 def test_every_command_of_the_wheel_answers_help_from_another_folder(wheel_env, tmp_path, command):
     start = time.perf_counter()
     result = _run(wheel_env, str(wheel_env / "bin" / command), "--help", cwd=tmp_path)

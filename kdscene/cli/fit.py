@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, open_dict
 
+from kdscene.cache import TeacherCache, prepare_replay
 from kdscene.callbacks.resume import ResumeState
 from kdscene.cli.config import to_plain
 from kdscene.cli.recipe import Recipe, Stage
@@ -133,6 +134,8 @@ def build_module(
         nonfinite=cfg.get("nonfinite", "raise"),
         train_student=stage.train_student,
         num_samples=num_samples,
+        teacher_cache=cfg.get("teacher_cache"),
+        compile=cfg.get("compile", False),
     )
 
 
@@ -147,6 +150,14 @@ def _train_size(datamodule: L.LightningDataModule, stage: Stage) -> int | None:
     datamodule.prepare_data()  # e.g. generate the synthetic scenes; the Trainer's later call is a no-op
     datamodule.setup("fit")  # the size after any images dropped by the decode check
     return len(datamodule.datasets["train"])
+
+
+def _replay_cache(cfg: DictConfig, recipe: Recipe, datamodule: L.LightningDataModule) -> None:
+    """Before anything is built: check that the teacher cache fits this run, then serve its views."""
+    teacher = backbone_spec(cfg.teacher, datamodule.num_classes, recipe.teacher_layers)
+    settings = cfg.get("cache") or {}
+    verify, device = settings.get("verify", 0), settings.get("device", "auto")
+    prepare_replay(TeacherCache(cfg.teacher_cache), datamodule, teacher, verify, device)
 
 
 def _callbacks(cfg: DictConfig, stage: Stage, has_logger: bool) -> list[L.Callback]:
@@ -217,6 +228,8 @@ def fit_stage(cfg: DictConfig, recipe: Recipe, stage: Stage) -> RunResult:
     tidy_console()
     L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
+    if cfg.get("teacher_cache") and cfg.train and cfg.get("teacher"):
+        _replay_cache(cfg, recipe, datamodule)
     module = build_module(cfg, recipe, stage, datamodule.num_classes, _train_size(datamodule, stage))
     if module.needs_indices:  # e.g. CRD's memory bank: training batches carry the samples' indices
         datamodule.return_index = True

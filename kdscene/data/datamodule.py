@@ -90,7 +90,9 @@ class SceneDataModule(L.LightningDataModule):
         batch_size: training batch size per process.
         eval_batch_size: validation/test batch size (default: ``batch_size``).
         num_workers: loader worker processes (and threads of the decode check).
-        pin_memory: pin host memory (useful with GPUs).
+        pin_memory: pin host memory, so that batches reach a GPU asynchronously (ignored without CUDA).
+        persistent_workers: keep the worker processes between epochs (with ``num_workers > 0``); their
+            views do not depend on it (``sampling``).
         skip_corrupt: leave undecodable images out instead of raising: found by the decode check they
             are dropped from the split (one warning); met while loading, the sample is dropped from its
             batch (a warning per file), so a batch may be one short, or empty (then images
@@ -103,6 +105,9 @@ class SceneDataModule(L.LightningDataModule):
         return_index: training batches are ``(images, labels, indices)`` with each sample's int64
             position in the training split (for memory banks, teacher caches); evaluation batches stay
             ``(images, labels)``.
+        view_cycle: training views cycle through this many draws (epoch ``e`` uses the view of epoch
+            ``e mod view_cycle``; the order stays epoch ``e``'s), as a teacher cache with that many
+            views recorded them; ``None`` (default): every epoch draws its own views.
     """
 
     def __init__(
@@ -125,6 +130,8 @@ class SceneDataModule(L.LightningDataModule):
         draft: bool = True,
         sampling_seed: int = 0,
         return_index: bool = False,
+        persistent_workers: bool = True,
+        view_cycle: int | None = None,
     ) -> None:
         super().__init__()
         if train_crop not in TRAIN_CROPS:
@@ -138,6 +145,7 @@ class SceneDataModule(L.LightningDataModule):
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.skip_corrupt, self.check_files, self.draft = skip_corrupt, check_mode(check_files), draft
         self.sampling_seed, self.return_index = int(sampling_seed), return_index
+        self.persistent_workers, self.view_cycle = persistent_workers, view_cycle
         self.datasets: dict[str, ImageListDataset] = {}
         self.corrupt: dict[str, list[Hashable]] = {}  # what the decode check left out, by split
 
@@ -245,14 +253,19 @@ class SceneDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            sampler=EpochSampler(len(dataset), shuffle=train, seed=self.sampling_seed, pad=train),
+            sampler=self._sampler(len(dataset), train),
             drop_last=False,
             num_workers=self.num_workers,
             collate_fn=DropSkipped((3, self.image_size, self.image_size), dataset.return_index),
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),  # nothing to pin for without CUDA
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.sampling_seed),
         )
+
+    def _sampler(self, size: int, train: bool) -> EpochSampler:
+        """Training: shuffled, padded, views cycled (``view_cycle``); evaluation: in order, unpadded."""
+        cycle = self.view_cycle if train else None
+        return EpochSampler(size, shuffle=train, seed=self.sampling_seed, pad=train, view_cycle=cycle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -101,6 +101,9 @@ class EpochSampler(Sampler[Key]):
     (validation, test, predict) every sample is visited exactly once across ranks and the shards may
     differ by one, so metrics summed across ranks equal a single-device evaluation.
 
+    With ``view_cycle=K`` the keys of epoch ``e`` are ``(e mod K, index)``: the order still comes from
+    epoch ``e``, but the views cycle through the K draws a teacher cache recorded (:mod:`kdscene.cache`).
+
     Args:
         size: number of samples in the dataset.
         shuffle: a new permutation each epoch (training); ``False`` keeps the dataset order.
@@ -109,6 +112,7 @@ class EpochSampler(Sampler[Key]):
         rank: this process's rank; ``None`` reads it from ``torch.distributed`` when the sampler is used
             (0 when no process group is initialised).
         world_size: number of ranks; ``None`` likewise.
+        view_cycle: number of recorded views to cycle through; ``None`` (default): each epoch its own.
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class EpochSampler(Sampler[Key]):
         pad: bool = False,
         rank: int | None = None,
         world_size: int | None = None,
+        view_cycle: int | None = None,
     ) -> None:
         if size < 0:
             raise ValueError(f"EpochSampler: size must be >= 0, got {size}")
@@ -128,7 +133,10 @@ class EpochSampler(Sampler[Key]):
             )
         if world_size is not None and not 0 <= rank < world_size:  # type: ignore[operator]
             raise ValueError(f"EpochSampler: rank must be in 0..{world_size - 1}, got {rank}")
+        if view_cycle is not None and view_cycle < 1:
+            raise ValueError(f"EpochSampler: view_cycle must be >= 1 (or None), got {view_cycle}")
         self.size, self.shuffle, self.seed, self.pad = size, shuffle, seed, pad
+        self.view_cycle = view_cycle
         self._rank, self._world_size = rank, world_size
         self.epoch = 0
 
@@ -154,7 +162,8 @@ class EpochSampler(Sampler[Key]):
 
     def __iter__(self) -> Iterator[Key]:
         epoch = self.epoch  # read now: the keys of this pass all carry the same epoch
-        return iter([(epoch, i) for i in self.shard()])
+        view = epoch % self.view_cycle if self.view_cycle else epoch
+        return iter([(view, i) for i in self.shard()])
 
     def __len__(self) -> int:
         rank, world = self.rank_and_world_size

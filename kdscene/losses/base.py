@@ -45,13 +45,23 @@ class DistillLoss(nn.Module):
         weight: multiplier applied to every term this loss returns. Callbacks (warm-ups) may
             change ``weight`` during training; ``base_weight`` keeps the configured value.
 
-    Subclasses set ``needs_teacher`` (``False`` for terms of the student alone) and, where one
-    exists, ``functional``: the name of the plain function in :mod:`kdscene.losses` that computes
-    the loss (or its core) on tensors, which the raw-tensor error points to.
+    Subclasses set ``needs_teacher`` (``False`` for terms of the student alone), where one exists
+    ``functional``: the name of the plain function in :mod:`kdscene.losses` that computes the loss
+    (or its core) on tensors, which the raw-tensor error points to, and ``cache_fields``: the fields
+    of the teacher's ``Features`` the loss reads when a teacher cache (:mod:`kdscene.cache`) can supply
+    them all (``"logits"``, ``"energy"``: per-tap channel-energy maps); empty (default) means the loss
+    needs the live teacher.
     """
 
     needs_teacher: ClassVar[bool] = True
     functional: ClassVar[str] = ""
+    cache_fields: ClassVar[tuple[str, ...]] = ()
+
+    def live_teacher_reason(self) -> str | None:
+        """Why this loss, as configured, needs the live teacher; ``None`` when a teacher cache will do."""
+        if not self.needs_teacher or self.cache_fields:
+            return None
+        return "it reads the teacher's full feature maps or pooled vector, which a cache does not hold"
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
@@ -111,6 +121,7 @@ def detached(features: Features) -> Features:
         logits=_detach(features.logits),
         maps=tuple(m.detach() for m in features.maps),
         pooled=_detach(features.pooled),
+        energy=tuple(e.detach() for e in features.energy),
     )
 
 
@@ -242,12 +253,17 @@ def check_probed(x: Tensor, info: TapInfo, owner: str, who: str, size: bool = Tr
     )
 
 
+def tap_count(features: Features) -> int:
+    """How many taps ``features`` carries: its maps, or its energy maps when it has no maps (a cache)."""
+    return len(features.maps) or len(features.energy)
+
+
 def check_same_count(student: Features, teacher: Features, what: str) -> None:
     """Raise a clear error when student and teacher tap a different number of maps."""
-    if len(student.maps) != len(teacher.maps):
+    if tap_count(student) != tap_count(teacher):
         raise ValueError(
-            f"{what}: the student taps {len(student.maps)} maps {list(student.names)} but the "
-            f"teacher taps {len(teacher.maps)} {list(teacher.names)}; they must pair up one to one"
+            f"{what}: the student taps {tap_count(student)} maps {list(student.names)} but the "
+            f"teacher taps {tap_count(teacher)} {list(teacher.names)}; they must pair up one to one"
         )
 
 

@@ -50,6 +50,9 @@ What the authors' code computes, and how this module selects it:
   after the pooling runs in float32 with autocast off. ``aminmax`` splits the gradient between tied
   extrema where the code's ``torch.min`` picks one; the distance's gradient is 0 instead of NaN when
   student and teacher maps are identical. ``backend`` (kdscene's option) only changes speed.
+* **Teacher cache.** The loss reads the teacher's features only through A_l^T (and the logits for the
+  guidance), so a teacher cache (:mod:`kdscene.cache`) that holds A_l^T (``Features.energy``) gives
+  the same loss up to the cache's fp16 rounding of A_l^T.
 """
 
 from __future__ import annotations
@@ -270,6 +273,7 @@ class DCTAttentionLoss(DistillLoss):
     """
 
     functional: ClassVar[str] = "dct_frequency_map"
+    cache_fields: ClassVar[tuple[str, ...]] = ("energy", "logits")
 
     def __init__(
         self,
@@ -320,7 +324,7 @@ class DCTAttentionLoss(DistillLoss):
         )
 
     def _scale_distance(self, s: Tensor, t: Tensor, index: int, name: str) -> Tensor:
-        """Per-sample ‖D̂_S − D̂_T‖₂ at one scale, shape (B,)."""
+        """Per-sample ‖D̂_S − D̂_T‖₂ at one scale, shape (B,); ``t`` is the teacher's map or its energy."""
         if s.shape[0] != t.shape[0]:
             raise ValueError(
                 f"DCTAttentionLoss: scale {index} ({name!r}): student batch {s.shape[0]} != teacher "
@@ -333,15 +337,16 @@ class DCTAttentionLoss(DistillLoss):
                 "coefficient by coefficient and needs equal spatial sizes (channels may differ)"
             )
         # Student and teacher share one normalise/transform pass: half the kernel launches.
-        es, et = channel_energy(s), channel_energy(t)
+        es, et = channel_energy(s), channel_energy(t) if t.dim() == 4 else t  # 3-d: cached energy
         freq = frequency_from_energy(torch.cat([es, et.to(es.dtype)]), self.variant, self.eps, self.backend)
         fs, ft = freq.split(s.shape[0])
         return torch.linalg.vector_norm((fs - ft).flatten(1), dim=1)
 
     def forward(self, student: Features, teacher: Features | None, labels: Tensor) -> dict[str, Tensor]:
         check_same_count(student, teacher, "DCTAttentionLoss")
+        targets = teacher.maps or teacher.energy  # maps from the live teacher, energy from a cache
         per_sample = sum(
-            self._scale_distance(student.maps[i], teacher.maps[i], i, student.names[i])
+            self._scale_distance(student.maps[i], targets[i], i, student.names[i])
             for i in select_taps(len(student.maps), self.select, "DCTAttentionLoss")
         )
         if self.pred_guide:

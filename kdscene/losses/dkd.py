@@ -90,6 +90,7 @@ class DKDLoss(DistillLoss):
     """
 
     functional: ClassVar[str] = "dkd_parts"
+    cache_fields: ClassVar[tuple[str, ...]] = ("logits",)  # a teacher cache holds the logits
 
     def __init__(
         self, weight: float = 1.0, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0

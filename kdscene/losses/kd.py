@@ -47,6 +47,7 @@ class KDLoss(DistillLoss):
     """
 
     functional: ClassVar[str] = "kd_divergence"
+    cache_fields: ClassVar[tuple[str, ...]] = ("logits",)  # a teacher cache holds the logits
 
     def __init__(
         self, weight: float = 1.0, temperature: float = 4.0, reduction: Reduction = "batchmean"

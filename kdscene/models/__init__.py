@@ -5,6 +5,7 @@ Nothing is downloaded here except torchvision's named ``weights`` (into the torc
 """
 
 from kdscene.models.checkpoint import load_checkpoint
+from kdscene.models.compiled import compile_network
 from kdscene.models.factory import BackboneSpec, ResolvedBackbone, build_backbone
 from kdscene.models.presets import PRESETS, get_preset
 from kdscene.models.pretrained import InitReport, init_from_file, init_from_state
@@ -16,6 +17,7 @@ __all__ = [
     "InitReport",
     "ResolvedBackbone",
     "build_backbone",
+    "compile_network",
     "find_head",
     "find_taps",
     "get_preset",
