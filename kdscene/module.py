@@ -19,7 +19,6 @@ pair) comes from the logits every validation and test step computes anyway, sync
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ from kdscene.cache import CacheMismatchError, TeacherCache, check_cacheable
 from kdscene.features import Features, FeatureTap, TapInfo, probe
 from kdscene.models import BackboneSpec, build_backbone, compile_network, load_checkpoint
 from kdscene.nonfinite import check_terms, check_weights, nonfinite_terms
+from kdscene.optim import configure, parameter_groups
 
 LossFactory = Callable[..., nn.Module]
 
@@ -106,6 +106,8 @@ class DistillationModule(L.LightningModule):
             epoch ``e``'s views must be draw ``e mod K`` (``SceneDataModule(view_cycle=K)``).
         compile: ``torch.compile`` student and teacher in place (``True``: the inductor backend; a
             string names another backend, e.g. ``"aot_eager"``); the taps keep working.
+        backbone_lr_scale: the student's backbone learns at this fraction of the optimizer's ``lr``;
+            its classifier and the terms' own parameters at ``lr`` (1, the default: one group).
     """
 
     def __init__(
@@ -123,6 +125,7 @@ class DistillationModule(L.LightningModule):
         num_samples: int | None = None,
         teacher_cache: str | None = None,
         compile: bool | str = False,
+        backbone_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -384,23 +387,18 @@ class DistillationModule(L.LightningModule):
         params = list(self.student.parameters()) + list(self.distill.parameters())
         return [p for p in params if p.requires_grad]
 
-    def _schedule_length(self) -> dict[str, int]:
-        """``total_steps`` for schedulers that need it (OneCycleLR) when the config leaves it unset."""
-        factory = self.hparams.scheduler
-        if not isinstance(factory, functools.partial) or factory.keywords.get("total_steps") is not None:
-            return {}
-        if "total_steps" not in inspect.signature(factory.func).parameters:
-            return {}
-        if self.hparams.scheduler_interval != "step":
-            raise ValueError("a scheduler with total_steps must step per batch: set scheduler.interval=step")
-        return {"total_steps": int(self.trainer.estimated_stepping_batches)}
-
     def configure_optimizers(self) -> Any:
-        optimizer = self.hparams.optimizer(params=self.trainable_parameters())
-        if self.hparams.scheduler is None:
-            return optimizer
-        scheduler = self.hparams.scheduler(optimizer=optimizer, **self._schedule_length())
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
-        }
+        hp = self.hparams
+        return configure(
+            hp.optimizer,
+            parameter_groups(
+                self.student,
+                self.student_tap.head,
+                list(self.distill.parameters()),
+                hp.optimizer,
+                hp.backbone_lr_scale,
+            ),
+            hp.scheduler,
+            hp.scheduler_interval,
+            lambda: int(self.trainer.estimated_stepping_batches),
+        )

@@ -136,6 +136,7 @@ def build_module(
         num_samples=num_samples,
         teacher_cache=cfg.get("teacher_cache"),
         compile=cfg.get("compile", False),
+        backbone_lr_scale=cfg.get("backbone_lr_scale", 1.0),
     )
 
 

@@ -55,10 +55,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--seeds", type=int, default=3, help="student runs per method (default: %(default)s)")
     add("--teacher", default="resnet18", help="teacher network (default: %(default)s)")
     add("--student", default="resnet10", help="student network (default: %(default)s)")
-    add("--teacher-images", type=int, default=150, help="teacher's training images per class")
-    add("--student-images", type=int, default=20, help="students' training images per class")
-    add("--teacher-epochs", type=int, default=12)
-    add("--student-epochs", type=int, default=20)
+    add("--teacher-images", type=int, default=120, help="teacher's training images per class")
+    add("--student-images", type=int, default=16, help="students' training images per class")
+    add("--teacher-epochs", type=int, default=10)
+    add("--student-epochs", type=int, default=10)
     add("--out", default=None, help="output folder (default: $KDSCENE_ROOT/logs/quickstart/<time>)")
     add("overrides", nargs="*", help="Hydra overrides for every run, e.g. data.image_size=48")
     return parser.parse_args(argv)
@@ -95,8 +95,9 @@ def _run(name: str, label: str, overrides: list[str], out: Path, epochs: int) ->
     label_value = label.replace("'", "")
     settings = [
         f"trainer.max_epochs={epochs}",
-        f"trainer.check_val_every_n_epoch={epochs}",
-        f"callbacks.last_checkpoint.every_n_epochs={epochs}",
+        # a stage with its own max_epochs (SRM's first two) validates and checkpoints at its own end
+        "trainer.check_val_every_n_epoch=${trainer.max_epochs}",
+        "callbacks.last_checkpoint.every_n_epochs=${trainer.max_epochs}",
         # the label names the stage of a multi-stage recipe (${distill.stage} is "" otherwise)
         f"+callbacks.progress={{_target_:{PROGRESS},label:'{label_value} ${{distill.stage}}'}}",
         "ckpt_path=last",  # rerunning with the same --out reuses finished runs
@@ -140,6 +141,8 @@ def run_quickstart(argv: Sequence[str] | None = None) -> dict[str, Any]:
     common = ["data=synthetic", *IMAGES, "logger=csv", "optimizer=adamw", "scheduler=onecycle", "test=false"]
     common += ["callbacks.attention_maps=null", "trainer.enable_progress_bar=false", *args.overrides]
     common += ["trainer.enable_model_summary=false", "trainer.log_every_n_steps=1"]
+    # validated and checkpointed once, at the end: no sanity pass, no second (best) checkpoint
+    common += ["trainer.num_sanity_val_steps=0", "callbacks.model_checkpoint=null"]
     methods = [m for m in args.methods.split(",") if m]
     print(f"kdscene quickstart: {len(methods)} methods x {args.seeds} seeds; results in {out}", flush=True)
     teacher = _run(

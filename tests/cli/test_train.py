@@ -1,5 +1,7 @@
 """kdscene-train and kdscene-eval: every distill config runs, the CLI runs as a subprocess, multirun."""
 
+import json
+import os
 import subprocess
 import sys
 
@@ -149,14 +151,11 @@ def test_last_ckpt_holds_the_final_epoch_even_when_it_is_not_the_best(tiny_overr
 
 
 @pytest.mark.slow
-def test_quickstart_console_entry_exits_zero_and_writes_its_table(synthetic_root, tmp_path):
-    tiny = [
-        "data.reader.num_classes=4",
-        "data.reader.train_per_class=8",
-        "data.reader.test_per_class=4",
-        "data.batch_size=8",
-    ]
-    args = ["--methods", "kd", "--teacher", "resnet10", "--teacher-epochs", "1", "--student-epochs", "1"]
+def test_quickstart_console_entry_exits_zero_and_writes_its_table(tmp_path):
+    tiny = ["data.reader.num_classes=4", "data.reader.test_per_class=4", "data.batch_size=8"]
+    # SRM's first two stages have their own epochs (2 and 4): each must still validate and checkpoint
+    args = ["--methods", "kd,srm", "--seeds", "2", "--teacher", "resnet10", "--teacher-epochs", "1"]
+    args += ["--student-epochs", "3", "--teacher-images", "8", "--student-images", "4"]
     code = "import sys; from kdscene.cli.quickstart import main; sys.exit(main())"
     cmd = [
         sys.executable,
@@ -165,13 +164,16 @@ def test_quickstart_console_entry_exits_zero_and_writes_its_table(synthetic_root
         *args,
         "--out",
         str(tmp_path / "qs"),
-        f"data.root={synthetic_root}",
         *tiny,
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    env = {**os.environ, "KDSCENE_ROOT": str(tmp_path)}  # the synthetic scenes are written here
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     table = (tmp_path / "qs" / "results.md").read_text()
-    assert "| Teacher (resnet10)" in table and "| KD (resnet10)" in table
+    assert "| Teacher (resnet10)" in table and "| KD (resnet10)" in table and "| SRM (resnet10)" in table
+    records = json.loads((tmp_path / "qs" / "results.json").read_text())
+    srm = records["methods"]["srm"]
+    assert len(srm) == 2 and all(0.0 <= run["top1"] <= 1.0 for run in srm)
 
 
 def test_every_quickstart_row_has_a_distill_config():
