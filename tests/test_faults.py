@@ -147,29 +147,48 @@ def test_a_full_disk_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_p
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # and no temporary file is left
 
 
-def test_wandb_without_a_reachable_server_falls_back_to_offline_with_one_warning(tmp_path, monkeypatch):
-    import warnings
+_WANDB_FALLBACK = """
+import json, sys, warnings
+from kdscene.loggers import WandbLogger
+logger = WandbLogger(save_dir=sys.argv[1], project="kdscene-test", offline=False)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    run = logger.experiment
+mode = str(run.settings.mode)
+offline = bool(run.offline)
+run.finish()
+messages = [str(w.message) for w in caught]
+print(json.dumps({"mode": mode, "offline": offline, "messages": messages}))
+"""
 
-    import wandb
 
-    from kdscene.loggers import WandbLogger
+def test_wandb_without_a_reachable_server_falls_back_to_offline_with_one_warning(tmp_path):
+    """In a fresh interpreter: wandb keeps the settings of its first session in a process, so an earlier
+    test's offline session would hide the fallback."""
+    import json
+    import os
+    import subprocess
+    import sys
 
-    wandb.finish()  # a run left open by an earlier test would be reused instead of started
-    for key in ("WANDB_MODE", "WANDB_API_KEY"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no key
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
-    logger = WandbLogger(save_dir=str(tmp_path), project="kdscene-test", offline=False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        run = logger.experiment
-    try:
-        assert "offline" in str(run.settings.mode) or run.offline
-        fallbacks = [w for w in caught if "logging offline" in str(w.message)]
-        assert len(fallbacks) == 1
-    finally:
-        wandb.finish()
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DISABLED")}
+    env.update(
+        WANDB_BASE_URL="http://127.0.0.1:9",  # nothing listens there
+        HOME=str(tmp_path),  # no ~/.netrc: no key
+        WANDB_CONFIG_DIR=str(tmp_path / "wandb_config"),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _WANDB_FALLBACK, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "offline" in report["mode"] or report["offline"], report
+    fallbacks = [m for m in report["messages"] if "logging offline" in m]
+    assert len(fallbacks) == 1, report["messages"]
 
 
 def test_a_corrupt_image_is_found_before_training_by_the_decode_check(run_args, tmp_path):
