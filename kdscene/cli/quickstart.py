@@ -144,7 +144,8 @@ def run_quickstart(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # validated and checkpointed once, at the end: no sanity pass, no second (best) checkpoint
     common += ["trainer.num_sanity_val_steps=0", "callbacks.model_checkpoint=null"]
     methods = [m for m in args.methods.split(",") if m]
-    print(f"kdscene quickstart: {len(methods)} methods x {args.seeds} seeds; results in {out}", flush=True)
+    seeds = f"{args.seeds} seed{'s' if args.seeds != 1 else ''}"
+    print(f"kdscene quickstart: {len(methods)} methods x {seeds}; results in {out}", flush=True)
     teacher = _run(
         "teacher",
         f"Teacher ({args.teacher})",
@@ -177,7 +178,7 @@ def run_quickstart(argv: Sequence[str] | None = None) -> dict[str, Any]:
     text = table(rows, teacher, args.student)
     (out / "results.json").write_text(json.dumps({"teacher": teacher, "methods": rows}, indent=1))
     (out / "results.md").write_text(text + "\n")
-    print(f"\nSynthetic scenes, test split, {args.seeds} seeds (results in {out}):\n{text}", flush=True)
+    print(f"\nSynthetic scenes, test split, {seeds} (results in {out}):\n{text}", flush=True)
     return {"teacher": teacher, "methods": rows, "out": str(out)}
 
 
