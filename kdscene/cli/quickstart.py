@@ -55,12 +55,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--seeds", type=int, default=3, help="student runs per method (default: %(default)s)")
     add("--teacher", default="resnet18", help="teacher network (default: %(default)s)")
     add("--student", default="resnet10", help="student network (default: %(default)s)")
-    add("--teacher-images", type=int, default=120, help="teacher's training images per class")
-    add("--student-images", type=int, default=16, help="students' training images per class")
-    add("--teacher-epochs", type=int, default=10)
-    add("--student-epochs", type=int, default=10)
+    add("--teacher-images", type=int, default=120, help="teacher's training images per class (%(default)s)")
+    add("--student-images", type=int, default=16, help="students' training images per class (%(default)s)")
+    add("--teacher-epochs", type=int, default=10, help="(default: %(default)s)")
+    add("--student-epochs", type=int, default=10, help="per stage without its own epochs (%(default)s)")
     add("--out", default=None, help="output folder (default: $KDSCENE_ROOT/logs/quickstart/<time>)")
-    add("overrides", nargs="*", help="Hydra overrides for every run, e.g. data.image_size=48")
+    add("overrides", nargs="*", help="Hydra overrides for every run, e.g. data.reader.test_per_class=100")
     return parser.parse_args(argv)
 
 
