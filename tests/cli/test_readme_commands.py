@@ -51,11 +51,18 @@ PLUGINS = [
 ]
 
 
-def _skip_without_plugin(arguments: list[str]) -> None:
+def _installed(module: str) -> bool:
     import importlib.util
 
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package (hydra_plugins) is missing too
+        return False
+
+
+def _skip_without_plugin(arguments: list[str]) -> None:
     for marker, module, extra in PLUGINS:
-        if any(a.startswith(marker) for a in arguments) and importlib.util.find_spec(module) is None:
+        if any(a.startswith(marker) for a in arguments) and not _installed(module):
             pytest.skip(f"pip install kdscene[{extra}]")
 
 
