@@ -56,15 +56,17 @@ def parameter_groups(
     """
     if not backbone_lr_scale > 0:
         raise ValueError(f"backbone_lr_scale must be > 0, got {backbone_lr_scale!r}")
-    trainable = [p for p in [*student.parameters(), *others] if p.requires_grad]
     if backbone_lr_scale == 1.0:
-        return trainable
+        return [p for p in [*student.parameters(), *others] if p.requires_grad]
     backbone, classifier = split_parameters(student, head)
     lr = _base_lr(optimizer)
+    # each group keeps its scale (PyTorch keeps extra keys of a group), for schedulers that set the rate
     groups = [
-        {"params": [p for p in backbone if p.requires_grad], "lr": lr * backbone_lr_scale},
-        {"params": [p for p in [*classifier, *others] if p.requires_grad], "lr": lr},
+        {"params": backbone, "lr": lr * backbone_lr_scale, "lr_scale": backbone_lr_scale},
+        {"params": [*classifier, *others], "lr": lr, "lr_scale": 1.0},
     ]
+    for group in groups:
+        group["params"] = [p for p in group["params"] if p.requires_grad]
     return [g for g in groups if g["params"]]
 
 
@@ -72,16 +74,16 @@ def scheduler_keywords(
     scheduler: Callable[..., Any], groups: list[nn.Parameter] | list[dict[str, Any]], total_steps: int | None
 ) -> dict[str, Any]:
     """Keywords to add when building ``scheduler``: ``total_steps`` when it needs one and the config left it
-    unset, and one ``max_lr`` per group (scaled like the groups' ``lr``) when the groups differ."""
+    unset, and one ``max_lr`` per group, ``max_lr x`` the group's ``lr_scale``, when the groups differ."""
     extra: dict[str, Any] = {}
     keywords = getattr(scheduler, "keywords", {}) or {}
     accepted = inspect.signature(getattr(scheduler, "func", scheduler)).parameters
     if total_steps is not None and "total_steps" in accepted and keywords.get("total_steps") is None:
         extra["total_steps"] = total_steps
-    lrs = [g["lr"] for g in groups if isinstance(g, dict)]
+    scales = [g.get("lr_scale", 1.0) for g in groups if isinstance(g, dict)]
     top = keywords.get("max_lr")
-    if len(set(lrs)) > 1 and isinstance(top, (int, float)):
-        extra["max_lr"] = [top * lr / max(lrs) for lr in lrs]
+    if any(scale != 1.0 for scale in scales) and isinstance(top, (int, float)):
+        extra["max_lr"] = [top * scale for scale in scales]
     return extra
 
 

@@ -108,3 +108,13 @@ def test_the_configs_multi_tensor_update_equals_the_per_tensor_loop(name):
         weights[foreach] = [p.detach().clone() for p in net.parameters()]
     for a, b in zip(weights[True], weights[False]):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_one_cycle_head_peaks_at_max_lr_whatever_the_scale():
+    """A faster backbone (scale 2) peaks at 2 x max_lr and the head at max_lr, not the other way round."""
+    module = make_module()
+    opt = partial(torch.optim.SGD, lr=0.1)
+    groups = parameter_groups(module.student, module.student_tap.head, [], opt, 2.0)
+    sched = partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1)
+    extra = scheduler_keywords(sched, groups, total_steps=None)
+    assert extra == {"max_lr": [pytest.approx(0.2), pytest.approx(0.1)]}
